@@ -1,0 +1,6 @@
+"""Qwen Image Chat engine: registry, requests, memory planner, loading and running the Qwen-Image pipelines.
+
+This package never imports gradio, and importing it does no model work.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,434 @@
+"""The engine: loads a model in the background and runs one generation at a time, with progress and cancel.
+
+Nothing heavy happens at import or construction; ``start()`` loads in a thread and ``status`` says where it is.
+``generate(request, on_progress, cancel)`` validates, waits for the model, runs the pipeline with a step callback
+(progress every denoising step, cancel within one step through the pipeline's ``interrupt``), decodes, and returns a
+``GenerationResult``. A CUDA out-of-memory error is retried once with lower-memory settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from . import decode as dec
+from .embed_cache import EmbedCache
+from .hardware import Hardware
+from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
+from .planner import Workload, predict
+from .profiles import Profile
+from .registry import ModelSpec
+from .requests import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
+
+log = logging.getLogger(__name__)
+
+TRANSPARENT_PREFIX = "This is an RGBA image with transparency. "
+TRANSPARENT_SUFFIX = ". The image has alpha channel and the background is transparent."
+
+
+class EngineError(RuntimeError):
+    """A failure to show the user (model failed to load, out of memory after retrying, invalid output)."""
+
+
+class Cancelled(Exception):
+    """The job was stopped by its owner."""
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    state: str  # idle | loading | ready | error
+    message: str
+    model: str
+    model_label: str
+    profile: str
+    device: str
+    demo: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # waiting | loading | encoding | denoising | decoding | done
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Memory-relevant switches of one attempt; ``lower()`` is the retry after running out of memory."""
+
+    vae_tiling: bool
+    vae_slicing: bool
+    kv_cache: bool
+
+    def lower(self) -> RunSettings:
+        return replace(self, vae_tiling=True, vae_slicing=True, kv_cache=False)
+
+
+def model_prompt(r: ResolvedRequest, family: str) -> str:
+    if r.transparent and family == "qwen-image-2.1":
+        return f"{TRANSPARENT_PREFIX}{r.prompt.rstrip('.')}{TRANSPARENT_SUFFIX}"
+    return r.prompt
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Engine:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        profile: Profile,
+        hardware: Hardware,
+        options: LoadOptions | None = None,
+        vram_budget_gb: float | None = None,
+    ):
+        self.spec = spec
+        self.profile = profile
+        self.hardware = hardware
+        self.options = options or LoadOptions()
+        self.vram_budget_gb = vram_budget_gb
+        self.embed_cache = EmbedCache()
+        self._loaded: LoadedModel | None = None
+        self._tokenizer = None
+        self._state = "idle"
+        self._message = "not loaded yet"
+        self._state_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._job_lock = threading.Lock()
+        self._last_decode_s = 0.0
+
+    # -- status and loading ---------------------------------------------------------------------------------------
+    @property
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            state=self._state,
+            message=self._message,
+            model=self.spec.key,
+            model_label=self.spec.label,
+            profile=self.profile.name,
+            device=self.profile.device,
+            demo=self.spec.tiny,
+        )
+
+    def _set(self, state: str, message: str) -> None:
+        with self._state_lock:
+            self._state, self._message = state, message
+        log.info("engine %s: %s", state, message)
+
+    def start(self) -> None:
+        """Load the model in a background thread (once)."""
+        with self._state_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._load, name="engine-load", daemon=True)
+            self._state, self._message = "loading", f"loading {self.spec.label}"
+        self._thread.start()
+
+    def _load(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._tokenizer = load_tokenizer(self.spec, self.options.cache_dir)
+            self._set("loading", f"loading {self.spec.label} ({self.profile.summary()})")
+            self._loaded = load_model(self.spec, self.profile, self.options)
+            self._tokenizer = self._loaded.tokenizer
+            self._set("ready", f"{self.spec.label} ready in {time.monotonic() - t0:.1f} s ({self.profile.summary()})")
+        except Exception as exc:  # shown in the UI; the server keeps serving
+            log.exception("model failed to load")
+            self._set("error", f"{self.spec.label} failed to load: {type(exc).__name__}: {exc}")
+        finally:
+            self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None, cancel=None) -> None:
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if deadline is not None and time.monotonic() > deadline:
+                raise EngineError("the model is still loading; try again in a moment")
+        if self._state == "error":
+            raise EngineError(self._message)
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is None:
+            self.wait_ready()
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- jobs -------------------------------------------------------------------------------------------------------
+    def resolve(self, request: GenerationRequest) -> ResolvedRequest:
+        """Validate a request (raises ValidationError); needs the tokenizer, which loads first."""
+        if self._tokenizer is None:
+            self.wait_ready()
+        return resolve(request, self.spec, self.count_tokens)
+
+    def plan_for(self, r: ResolvedRequest) -> bool:
+        """Whether the VAE should tile for this request (profile policy + planner)."""
+        if self.profile.vae_tiling != "auto":
+            return self.profile.vae_tiling == "on"
+        budget = self.vram_budget_gb
+        if budget is None:
+            budget = self.hardware.vram_free_gb if self.profile.device == "cuda" else self.hardware.ram_available_gb
+        workload = Workload(
+            width=r.width,
+            height=r.height,
+            references=len(r.images),
+            reference_resolution=r.reference_resolution,
+            prompt_tokens=self.count_tokens(r.prompt),
+            num_images=r.num_images,
+            cfg=r.uses_cfg,
+            kv_cache=self.spec.kv_cache,
+        )
+        return predict(self.spec, self.profile, workload, budget_gb=budget).vae_tiling
+
+    def generate(
+        self,
+        request: GenerationRequest | ResolvedRequest,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel=None,
+    ) -> GenerationResult:
+        """Run one job. Raises ValidationError, Cancelled or EngineError."""
+        report = _safe(on_progress)
+        r = request if isinstance(request, ResolvedRequest) else self.resolve(request)
+        if r.model != self.spec.key:
+            raise ValidationError(f"this request was made for {r.model}, but {self.spec.key} is loaded")
+        if not self._ready.is_set():
+            report(Progress("loading", message=self._message))
+        self.wait_ready(cancel=cancel)
+        waited = False
+        while not self._job_lock.acquire(timeout=0.1):
+            if not waited:
+                report(Progress("waiting", message="waiting for the GPU"))
+                waited = True
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+        try:
+            return self._run(r, report, cancel)
+        finally:
+            self._job_lock.release()
+
+    def _run(self, r: ResolvedRequest, report, cancel) -> GenerationResult:
+        settings = RunSettings(vae_tiling=self.plan_for(r), vae_slicing=self.profile.vae_slicing, kv_cache=self.spec.kv_cache)
+        notes: list[str] = []
+        for attempt in (0, 1):
+            failure = None
+            try:
+                return self._run_once(r, settings, report, cancel, notes)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                failure = exc
+            self._recover_memory()  # outside the except block, so the traceback's frames can be freed
+            if attempt == 1:
+                raise EngineError(
+                    "Out of GPU memory even with VAE tiling on and the KV cache off. Try a smaller size, fewer images "
+                    "or references, or a lower memory profile (--profile)."
+                ) from failure
+            lowered = settings.lower()
+            notes.append(
+                "Ran out of GPU memory; retried with "
+                + ", ".join(
+                    name
+                    for name, before, after in (
+                        ("VAE tiling on", settings.vae_tiling, lowered.vae_tiling),
+                        ("VAE slicing on", settings.vae_slicing, lowered.vae_slicing),
+                        ("the prefix KV cache off", settings.kv_cache, lowered.kv_cache),
+                    )
+                    if before != after
+                )
+                + "."
+            )
+            settings = lowered
+        raise AssertionError("unreachable")
+
+    def _recover_memory(self) -> None:
+        import gc
+
+        import torch
+
+        pipes = [] if self._loaded is None else [self._loaded.generate, self._loaded._edit]
+        for pipe in pipes:
+            if pipe is not None and self.profile.offload == "model":
+                try:
+                    pipe.maybe_free_model_hooks()
+                except Exception:
+                    log.exception("could not reset offload hooks")
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _run_once(self, r: ResolvedRequest, settings: RunSettings, report, cancel, notes: list) -> GenerationResult:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        role = "edit" if r.images else "generate"
+        pipe = self._loaded.pipeline(role)
+        self.embed_cache.wrap(pipe, role)
+        hits_before = self.embed_cache.hits
+        dec.set_tiling(pipe.vae, settings.vae_tiling, self.spec.family)
+        dec.set_slicing(pipe.vae, settings.vae_slicing and r.num_images > 1)
+
+        t0 = time.monotonic()
+        marks: dict[str, float] = {}
+        total = r.steps
+        report(Progress("encoding", 0, total, 0.0, None, "reading the prompt"))
+
+        def first_call(module, args):
+            marks.setdefault("denoise", time.monotonic())
+
+        def on_step(p, i, t, kwargs):
+            now = time.monotonic()
+            marks["last_step"] = now
+            if cancel is not None and cancel.is_set():
+                p._interrupt = True  # the pipeline's own stop flag ...
+                raise Cancelled()  # ... and skip decoding a half-denoised latent
+            start = marks.get("denoise", t0)
+            done = i + 1
+            per_step = (now - start) / done
+            eta = per_step * (total - done) + self._last_decode_s
+            report(Progress("denoising", done, total, now - t0, eta, f"step {done}/{total}"))
+            return {}
+
+        hook = pipe.transformer.register_forward_pre_hook(first_call)
+        try:
+            kwargs = self._call_kwargs(r, pipe, settings, on_step)
+            with _reference_area(self.spec, r.reference_resolution):
+                latents = pipe(**kwargs).images
+        except Cancelled:
+            self._recover_memory()
+            raise
+        finally:
+            hook.remove()
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+
+        t_dec = time.monotonic()
+        report(Progress("decoding", total, total, t_dec - t0, self._last_decode_s, "decoding the image"))
+        decoded = self._decode(pipe, latents, r, settings, notes)
+        t_end = time.monotonic()
+        self._last_decode_s = t_end - t_dec
+        images = tuple(dec.finish_image(img, r.transparent) for img in decoded.images)
+        if decoded.redecoded_fp32:
+            notes.append("The first decode gave an invalid image; it was decoded again in float32.")
+        denoise_start = marks.get("denoise", t_dec)
+        timings = {
+            "encode": round(denoise_start - t0, 4),
+            "denoise": round(marks.get("last_step", t_dec) - denoise_start, 4),
+            "decode": round(t_end - t_dec, 4),
+            "total": round(t_end - t0, 4),
+        }
+        report(Progress("done", total, total, t_end - t0, 0.0, "done"))
+        return GenerationResult(
+            images=images,
+            seeds=r.seeds,
+            request=r,
+            timings=timings,
+            notes=tuple(notes),
+            embed_cache_hit=self.embed_cache.hits > hits_before,
+        )
+
+    def _decode(self, pipe, latents, r: ResolvedRequest, settings: RunSettings, notes: list):
+        failure = None
+        try:
+            return dec.decode(pipe, latents, r.height, r.width)
+        except FloatingPointError as exc:
+            raise EngineError(f"The model produced an invalid image ({exc}). Try another seed.") from None
+        except Exception as exc:
+            if not _is_oom(exc) or settings.vae_tiling:
+                raise
+            failure = exc
+        self._recover_memory()
+        dec.set_tiling(pipe.vae, True, self.spec.family)
+        dec.set_slicing(pipe.vae, True)
+        notes.append("Decoding ran out of GPU memory; decoded again with VAE tiling.")
+        try:
+            return dec.decode(pipe, latents, r.height, r.width)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise EngineError("Out of GPU memory while decoding, even tiled. Try a smaller size.") from failure
+            raise
+
+    def _call_kwargs(self, r: ResolvedRequest, pipe, settings: RunSettings, on_step) -> dict:
+        import torch
+
+        kwargs = dict(
+            prompt=model_prompt(r, self.spec.family),
+            height=r.height,
+            width=r.width,
+            num_inference_steps=r.steps,
+            num_images_per_prompt=r.num_images,
+            generator=[torch.Generator("cpu").manual_seed(s) for s in r.seeds],
+            true_cfg_scale=r.true_cfg,
+            output_type="latent",
+            callback_on_step_end=on_step,
+        )
+        if r.uses_cfg:
+            kwargs["negative_prompt"] = r.negative_prompt
+        if r.images:
+            kwargs["image"] = list(r.images)
+        if self.spec.family == "qwen-image-2.1":
+            kwargs["output_resolution"] = r.reference_resolution
+            kwargs["use_kv_cache"] = settings.kv_cache
+            if r.sigmas:
+                kwargs["sigmas"] = list(r.sigmas)
+        else:
+            kwargs["max_sequence_length"] = self.spec.max_sequence_length
+        return kwargs
+
+    def unload(self) -> None:
+        with self._job_lock:
+            self._loaded = None
+            self.embed_cache.clear()
+            self._recover_memory()
+
+
+def _safe(on_progress):
+    def report(progress: Progress) -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(progress)
+        except Exception:  # a broken listener must not kill the job
+            log.exception("progress listener failed")
+
+    return report
+
+
+class _reference_area:
+    """The 20B edit pipeline resizes references to a fixed area (a module constant); make it our setting.
+
+    Applied under the engine's one-job-at-a-time lock and restored afterwards.
+    """
+
+    def __init__(self, spec: ModelSpec, resolution: int):
+        self.active = spec.family == "qwen-image"
+        self.area = resolution * resolution
+
+    def __enter__(self):
+        if self.active:
+            from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as mod
+
+            self.mod, self.saved = mod, mod.VAE_IMAGE_SIZE
+            mod.VAE_IMAGE_SIZE = self.area
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            self.mod.VAE_IMAGE_SIZE = self.saved
+        return False

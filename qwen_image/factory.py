@@ -1,0 +1,61 @@
+"""Choosing model and memory profile for this machine, and building the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .engine import Engine
+from .hardware import Hardware, detect
+from .loader import LoadOptions
+from .planner import Plan, choose, cpu_plan, predict, planning_workload
+from .profiles import get_profile
+from .registry import ModelSpec, resolve_model
+
+
+@dataclass(frozen=True)
+class Choice:
+    spec: ModelSpec
+    plan: Plan
+    hardware: Hardware
+    reason: str
+
+
+def choose_setup(
+    model: str = "auto",
+    family: str | None = None,
+    profile: str | None = None,
+    hardware: Hardware | None = None,
+    vram_gb: float | None = None,
+    ram_gb: float | None = None,
+) -> Choice:
+    """Model spec + memory plan for this machine (or for the given VRAM/RAM sizes)."""
+    hw = hardware or detect()
+    cuda = hw.cuda if vram_gb is None else vram_gb > 0
+    spec = resolve_model(model, family, cuda=cuda)
+    vram = vram_gb if vram_gb is not None else hw.vram_free_gb
+    # a hypothetical --vram without --ram plans for the card alone; otherwise this machine's RAM counts too
+    ram = ram_gb if ram_gb is not None else (None if vram_gb is not None else hw.ram_available_gb)
+    if profile:
+        prof = get_profile(profile, spec.family)
+        budget = vram if prof.device == "cuda" else ram
+        plan = predict(spec, prof, planning_workload(spec), budget_gb=budget)
+        return Choice(spec, plan, hw, f"profile {profile} chosen by --profile")
+    if not cuda:
+        return Choice(spec, cpu_plan(spec, ram or hw.ram_available_gb), hw, "no CUDA GPU: CPU profile")
+    plan = choose(spec, vram, ram)
+    why = f"most resident profile predicted to fit {vram:.1f} GiB of free VRAM"
+    if not plan.fits:
+        why = f"no profile is predicted to fit {vram:.1f} GiB; using the smallest"
+    return Choice(spec, plan, hw, why)
+
+
+def build_engine(choice: Choice, options: LoadOptions | None = None) -> Engine:
+    profile = get_profile(choice.plan.profile, choice.spec.family)
+    options = options or LoadOptions()
+    if options.keep_both_transformers is None and not choice.spec.one_pipeline:
+        # the edit transformer stays loaded beside the generate one only when system RAM holds both
+        need = choice.plan.host_ram_gb + choice.plan.weights_gb["transformer"]
+        from dataclasses import replace
+
+        options = replace(options, keep_both_transformers=choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85)
+    return Engine(choice.spec, profile, choice.hardware, options, vram_budget_gb=choice.plan.budget_gb)

@@ -1,0 +1,289 @@
+"""Loading the pipelines of a model under a memory profile.
+
+One loading path for published checkpoints and the tiny offline models: ``from_pretrained`` with a
+``PipelineQuantizationConfig`` (bitsandbytes 8-bit / nf4 text encoder, optionally the transformer), fp8 layerwise
+casting, and the profile's offload. The 20B family builds its edit pipeline from the generate pipeline's text encoder
+and VAE (one copy of each in memory) plus the Edit checkpoint's transformer, loaded when first needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .profiles import Profile
+from .registry import TINY_ARCH, ModelSpec
+
+log = logging.getLogger(__name__)
+
+# bitsandbytes logs this on every 8-bit matmul of a float32 input (the CPU profile)
+logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    attention_backend: str | None = None  # e.g. "flash", "_native_cudnn", "sage"; None keeps diffusers' default
+    compile_blocks: bool = False  # regional torch.compile of the repeated transformer blocks
+    cache_dir: str | None = None  # tiny model cache folder
+    keep_both_transformers: bool | None = None  # 20B family: None decides from system RAM
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def checkpoint_sources(spec: ModelSpec, cache_dir: str | None = None) -> tuple[str, str]:
+    """(generate source, edit source): Hub ids or local folders; tiny models are built on first use."""
+    if spec.tiny:
+        from .tiny import ensure_tiny
+
+        root = ensure_tiny(TINY_ARCH[spec.family], Path(cache_dir) if cache_dir else None)
+        if spec.one_pipeline:
+            return str(root), str(root)
+        return str(root / "generate"), str(root / "edit")
+    return spec.generate_checkpoint, spec.edit_checkpoint
+
+
+def quantization_config(profile: Profile):
+    """The PipelineQuantizationConfig for a profile, or None."""
+    import transformers
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    dtype = torch_dtype(profile.dtype)
+    mapping = {}
+    if profile.text_encoder == "int8":
+        mapping["text_encoder"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
+    elif profile.text_encoder == "nf4":
+        mapping["text_encoder"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+        )
+    transformer_q = transformer_quantization(profile)
+    if transformer_q is not None:
+        mapping["transformer"] = transformer_q
+    return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
+
+
+def transformer_quantization(profile: Profile):
+    import diffusers
+
+    dtype = torch_dtype(profile.dtype)
+    if profile.transformer == "int8":
+        return diffusers.BitsAndBytesConfig(load_in_8bit=True)
+    if profile.transformer == "nf4":
+        return diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return None
+
+
+def drop_lm_head(text_encoder) -> None:
+    """The pipelines read hidden states only; the vocabulary projection (0.5-0.6 B parameters) is never used."""
+    import torch
+
+    if hasattr(text_encoder, "lm_head") and not isinstance(text_encoder.lm_head, torch.nn.Identity):
+        text_encoder.lm_head = torch.nn.Identity()
+
+
+def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> None:
+    import torch
+
+    if profile.transformer == "fp8":
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype))
+    if options.attention_backend:
+        transformer.set_attention_backend(options.attention_backend)
+    if options.compile_blocks:
+        transformer.compile_repeated_blocks(fullgraph=True)
+
+
+@dataclass
+class LoadedModel:
+    """The pipelines of one model, placed on the device according to the profile."""
+
+    spec: ModelSpec
+    profile: Profile
+    options: LoadOptions
+    generate: object
+    sources: dict  # role -> checkpoint
+    tokenizer: object
+    device: str
+    _edit: object = None
+    _active: str | None = None
+    _te_hook: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pipeline(self, role: str):
+        """The pipeline for "generate" or "edit", ready to run on the device."""
+        with self._lock:
+            if self.spec.one_pipeline:
+                if self._active is None:
+                    self._place(self.generate, role)
+                return self.generate
+            if role == "edit" and self._edit is None:
+                self._edit = build_edit_pipeline(self.generate, self.sources["edit"], self.profile, self.options)
+            pipe = self.generate if role == "generate" else self._edit
+            if self._active != role:
+                self._switch(role, pipe)
+            return pipe
+
+    def _switch(self, role: str, pipe) -> None:
+        """Make ``pipe`` the active one; the other pipeline's transformer leaves the GPU (and RAM if it must)."""
+        other = self._edit if role == "generate" else self.generate
+        if other is not None and self._active is not None:
+            _remove_hooks(other)
+            if other.transformer is not None and self.profile.device == "cuda" and self.profile.offload == "none":
+                other.transformer.to("cpu")
+            if not self._keep_both() and other.transformer is not None:
+                other.register_modules(transformer=None)
+                _free_memory()
+        if pipe.transformer is None:
+            transformer = load_transformer(self.sources[role], self.profile, self.options)
+            pipe.register_modules(transformer=transformer)
+        self._place(pipe, role)
+
+    def _keep_both(self) -> bool:
+        keep = self.options.keep_both_transformers
+        return True if keep is None else keep
+
+    def _place(self, pipe, role: str) -> None:
+        place_pipeline(pipe, self.profile, self)
+        self._active = role
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _remove_hooks(pipe) -> None:
+    with contextlib.suppress(Exception):
+        pipe.remove_all_hooks()
+
+
+def place_pipeline(pipe, profile: Profile, loaded: LoadedModel | None = None) -> None:
+    """Move a pipeline to the device or install the profile's offloading."""
+    pipe.set_progress_bar_config(disable=True)
+    if profile.device == "cpu":
+        pipe.to("cpu")
+        return
+    if profile.offload == "none":
+        pipe.to("cuda")
+    elif profile.offload == "model":
+        pipe.enable_model_cpu_offload(device="cuda")
+    elif profile.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device="cuda")
+    elif profile.offload == "group":
+        _group_offload(pipe, profile, loaded)
+
+
+def _group_offload(pipe, profile: Profile, loaded: LoadedModel | None) -> None:
+    """Transformer blocks streamed on a CUDA stream; text encoder on the GPU only while encoding; VAE resident."""
+    import torch
+    from accelerate import cpu_offload_with_hook
+
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    cuda = torch.device("cuda")
+    if not _is_group_offload_enabled(pipe.transformer):
+        pipe.transformer.enable_group_offload(
+            onload_device=cuda,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=profile.group_blocks,
+            use_stream=True,
+            low_cpu_mem_usage=False,
+        )
+    pipe.vae.to(cuda)
+    te_hook = loaded._te_hook if loaded is not None else None
+    if te_hook is None:
+        _, te_hook = cpu_offload_with_hook(pipe.text_encoder, execution_device=cuda)
+        if loaded is not None:
+            loaded._te_hook = te_hook
+    if not getattr(pipe.transformer, "_qic_te_offload", False):
+        pipe.transformer.register_forward_pre_hook(lambda module, args: te_hook.offload())
+        pipe.transformer._qic_te_offload = True
+
+
+def load_transformer(source: str, profile: Profile, options: LoadOptions):
+    """A 20B-family transformer from a checkpoint, quantized/cast as the profile says."""
+    import diffusers
+
+    transformer = diffusers.QwenImageTransformer2DModel.from_pretrained(
+        source,
+        subfolder="transformer",
+        dtype=torch_dtype(profile.dtype),
+        quantization_config=transformer_quantization(profile),
+    )
+    prepare_transformer(transformer, profile, options)
+    return transformer
+
+
+def build_edit_pipeline(gen, edit_source: str, profile: Profile, options: LoadOptions):
+    """QwenImageEditPlusPipeline sharing the generate pipeline's text encoder, tokenizer and VAE."""
+    import diffusers
+    from transformers import Qwen2VLProcessor
+
+    transformer = load_transformer(edit_source, profile, options)
+    processor = Qwen2VLProcessor.from_pretrained(edit_source, subfolder="processor")
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(edit_source, subfolder="scheduler")
+    return diffusers.QwenImageEditPlusPipeline(
+        scheduler=scheduler,
+        vae=gen.vae,
+        text_encoder=gen.text_encoder,
+        tokenizer=gen.tokenizer,
+        processor=processor,
+        transformer=transformer,
+    )
+
+
+def quiet_progress_bars() -> None:
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = None) -> LoadedModel:
+    """Load the generate pipeline (and, for 2.1, the one pipeline that also edits)."""
+    import diffusers
+
+    quiet_progress_bars()
+    options = options or LoadOptions()
+    gen_src, edit_src = checkpoint_sources(spec, options.cache_dir)
+    cls = getattr(diffusers, spec.generate_pipeline)
+    pipe = cls.from_pretrained(
+        gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
+    )
+    drop_lm_head(pipe.text_encoder)
+    prepare_transformer(pipe.transformer, profile, options)
+    tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
+    loaded = LoadedModel(
+        spec=spec,
+        profile=profile,
+        options=options,
+        generate=pipe,
+        sources={"generate": gen_src, "edit": edit_src},
+        tokenizer=tokenizer,
+        device=profile.device,
+    )
+    loaded.pipeline("generate")
+    return loaded
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: str | None = None):
+    """Only the tokenizer (fast), so that prompts can be validated while the model loads."""
+    from transformers import AutoTokenizer
+
+    gen_src, _ = checkpoint_sources(spec, cache_dir)
+    subfolder = "processor" if spec.one_pipeline else "tokenizer"
+    return AutoTokenizer.from_pretrained(gen_src, subfolder=subfolder)

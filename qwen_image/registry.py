@@ -1,0 +1,159 @@
+"""The model registry: configs/models.toml read into frozen dataclasses."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .architectures import CONFIG_DIR
+
+FAMILIES = ("qwen-image-2.1", "qwen-image")
+TINY_ARCH = {"qwen-image-2.1": "tiny-qwen-image-2.1", "qwen-image": "tiny-qwen-image"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    label: str
+    family: str
+    generate_pipeline: str
+    edit_pipeline: str
+    generate_checkpoint: str | None
+    edit_checkpoint: str | None
+    real_config: str
+    license: str
+    steps: int
+    true_cfg: float
+    negative_prompt: str
+    max_references: int
+    transparent: bool
+    kv_cache: bool
+    multiple_of: int
+    min_side: int
+    max_side: int
+    max_pixels: int
+    default_tier: str
+    native_tier: str
+    tiers: tuple  # ((name, side), ...)
+    sizes: tuple  # ((ratio, (w, h)), ...)
+    reference_resolution: int
+    tiny: bool = False
+    allow_cfg: bool = True
+    sigmas: tuple | None = None
+    max_sequence_length: int = 1024
+    lora: str | None = None
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def one_pipeline(self) -> bool:
+        """2.1 generates and edits with one pipeline; the 20B family uses two."""
+        return self.generate_pipeline == self.edit_pipeline
+
+    @property
+    def ratios(self) -> tuple[str, ...]:
+        return tuple(r for r, _ in self.sizes)
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t for t, _ in self.tiers)
+
+    def tier_side(self, tier: str) -> int:
+        return dict(self.tiers)[tier]
+
+    def native_size(self, ratio: str) -> tuple[int, int]:
+        return tuple(dict(self.sizes)[ratio])
+
+    @property
+    def max_reference_resolution(self) -> int:
+        return 256 if self.tiny else 2048
+
+    def with_checkpoints(self, path: str, family_label: str | None = None) -> ModelSpec:
+        """This spec pointed at a local folder or Hub id (``--model PATH --family NAME``)."""
+        from dataclasses import replace
+
+        gen, edit = path, path
+        if not self.one_pipeline:
+            p = Path(path)
+            if (p / "generate").is_dir() and (p / "edit").is_dir():
+                gen, edit = str(p / "generate"), str(p / "edit")
+        return replace(
+            self,
+            key=f"{self.family}:{path}",
+            label=family_label or f"{self.label} from {path}",
+            generate_checkpoint=gen,
+            edit_checkpoint=edit,
+            tiny=False,
+        )
+
+
+def _spec(key: str, data: dict) -> ModelSpec:
+    known = set(ModelSpec.__dataclass_fields__) - {"key", "extra", "tiers", "sizes", "sigmas"}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    extra = {k: v for k, v in data.items() if k not in known and k not in {"tiers", "sizes", "sigmas"}}
+    if data.get("family") not in FAMILIES:
+        raise ValueError(f"model {key!r}: unknown family {data.get('family')!r}")
+    return ModelSpec(
+        key=key,
+        tiers=tuple((name, int(side)) for name, side in data["tiers"].items()),
+        sizes=tuple((ratio, (int(wh[0]), int(wh[1]))) for ratio, wh in data["sizes"].items()),
+        sigmas=tuple(data["sigmas"]) if data.get("sigmas") else None,
+        generate_checkpoint=data.get("generate_checkpoint"),
+        edit_checkpoint=data.get("edit_checkpoint"),
+        extra=extra,
+        **{k: v for k, v in kwargs.items() if k not in {"generate_checkpoint", "edit_checkpoint"}},
+    )
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: dict = field(hash=False)
+    default_gpu: str = "qwen-image-2.1"
+    default_cpu: str = "tiny"
+
+    def get(self, key: str) -> ModelSpec:
+        try:
+            return self.models[key]
+        except KeyError:
+            names = ", ".join(sorted(self.models))
+            raise KeyError(f"unknown model {key!r}; known models: {names}") from None
+
+    def by_family(self, family: str, tiny: bool = False) -> ModelSpec:
+        for spec in self.models.values():
+            if spec.family == family and spec.tiny == tiny and spec.lora is None and spec.sigmas is None:
+                return spec
+        raise KeyError(f"no model of family {family!r}")
+
+
+@lru_cache(maxsize=None)
+def load_registry(path: Path | None = None) -> Registry:
+    data = tomllib.loads(Path(path or CONFIG_DIR / "models.toml").read_text())
+    models = {key: _spec(key, entry) for key, entry in data["models"].items()}
+    return Registry(models=models, default_gpu=data["default_gpu"], default_cpu=data["default_cpu"])
+
+
+def resolve_model(model: str, family: str | None = None, cuda: bool = False) -> ModelSpec:
+    """Turn ``--model`` (+ ``--family``) into a spec.
+
+    ``auto`` picks the default for the hardware; a registry key names a model; ``tiny`` with a family picks that
+    family's tiny model; anything else is a local folder or Hub id and needs ``--family``.
+    """
+    reg = load_registry()
+    if model == "auto":
+        model = reg.default_gpu if cuda else reg.default_cpu
+    if model == "tiny" and family:
+        return reg.by_family(family, tiny=True)
+    if model in reg.models:
+        spec = reg.get(model)
+        if family and family != spec.family:
+            raise ValueError(f"model {model!r} is of family {spec.family!r}, not {family!r}")
+        return spec
+    if not family:
+        raise ValueError(
+            f"{model!r} is not a known model name; to load a local folder or Hub id pass --family "
+            f"({' or '.join(FAMILIES)})"
+        )
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose {' or '.join(FAMILIES)}")
+    return reg.by_family(family).with_checkpoints(model)

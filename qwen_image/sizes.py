@@ -1,0 +1,76 @@
+"""Output sizes: aspect ratio x resolution tier from a model's table, snapping and bounds. Pure functions."""
+
+from __future__ import annotations
+
+import math
+
+MAX_ASPECT = 8.0
+
+
+def parse_ratio(ratio: str) -> float:
+    try:
+        a, b = ratio.split(":")
+        value = float(a) / float(b)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"aspect ratio {ratio!r} is not of the form W:H") from None
+    if not (1 / MAX_ASPECT <= value <= MAX_ASPECT):
+        raise ValueError(f"aspect ratio {ratio!r} is beyond 1:{MAX_ASPECT:g}")
+    return value
+
+
+def snap(value: float, multiple: int) -> int:
+    """Nearest multiple of ``multiple``, at least one multiple."""
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def size_for_area(side: int, ratio: float, multiple: int) -> tuple[int, int]:
+    """A width x height of about ``side``^2 pixels with the given width/height ratio."""
+    width = side * math.sqrt(ratio)
+    height = side / math.sqrt(ratio)
+    return snap(width, multiple), snap(height, multiple)
+
+
+def size_for(spec, ratio: str, tier: str) -> tuple[int, int]:
+    """The exact size a model uses for an aspect ratio at a resolution tier.
+
+    The native tier uses the model's table; other tiers keep the table entry's ratio at about side^2 pixels.
+    """
+    table = dict(spec.sizes)
+    if ratio not in table:
+        raise ValueError(f"aspect ratio {ratio} is not offered by this model; choose one of {', '.join(table)}")
+    tiers = dict(spec.tiers)
+    if tier not in tiers:
+        raise ValueError(f"resolution {tier} is not offered by this model; choose one of {', '.join(tiers)}")
+    w, h = table[ratio]
+    if tier == spec.native_tier:
+        return w, h
+    return size_for_area(tiers[tier], w / h, spec.multiple_of)
+
+
+def size_like(spec, width: int, height: int, tier: str) -> tuple[int, int]:
+    """An output size with the aspect ratio of a given image (e.g. the reference being edited)."""
+    ratio = min(MAX_ASPECT, max(1 / MAX_ASPECT, width / height))
+    return size_for_area(dict(spec.tiers)[tier], ratio, spec.multiple_of)
+
+
+def check_size(spec, width: int, height: int) -> tuple[int, int]:
+    """Snap an explicit size to the model's multiple; raise ValueError with a readable reason when out of bounds."""
+    w, h = snap(width, spec.multiple_of), snap(height, spec.multiple_of)
+    lo, hi = spec.min_side, spec.max_side
+    if not (lo <= w <= hi and lo <= h <= hi):
+        raise ValueError(f"size {width}x{height} is out of range: each side must be between {lo} and {hi} pixels")
+    if w * h > spec.max_pixels:
+        mp = spec.max_pixels / 1e6
+        raise ValueError(f"size {width}x{height} is too large: at most {mp:.1f} megapixels for this model")
+    if max(w / h, h / w) > MAX_ASPECT:
+        raise ValueError(f"size {width}x{height} is too elongated: at most 1:{MAX_ASPECT:g}")
+    return w, h
+
+
+def ratio_choices(spec) -> list[tuple[str, str]]:
+    """(label, ratio) pairs for a dropdown, each label showing the exact size at the default tier."""
+    out = []
+    for ratio in spec.ratios:
+        w, h = size_for(spec, ratio, spec.default_tier)
+        out.append((f"{ratio}  ({w}x{h})", ratio))
+    return out
