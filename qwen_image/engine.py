@@ -111,6 +111,7 @@ class Engine:
         self._message = "not loaded yet"
         self._state_lock = threading.Lock()
         self._ready = threading.Event()
+        self._tokenizer_ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._job_lock = threading.Lock()
         self._last_decode_s = 0.0
@@ -146,6 +147,7 @@ class Engine:
         t0 = time.monotonic()
         try:
             self._tokenizer = load_tokenizer(self.spec, self.options.cache_dir)
+            self._tokenizer_ready.set()
             self._set("loading", f"loading {self.spec.label} ({self.profile.summary()})")
             self._loaded = load_model(self.spec, self.profile, self.options)
             self._tokenizer = self._loaded.tokenizer
@@ -154,6 +156,7 @@ class Engine:
             log.exception("model failed to load")
             self._set("error", f"{self.spec.label} failed to load: {type(exc).__name__}: {exc}")
         finally:
+            self._tokenizer_ready.set()
             self._ready.set()
 
     def wait_ready(self, timeout: float | None = None, cancel=None) -> None:
@@ -167,16 +170,21 @@ class Engine:
         if self._state == "error":
             raise EngineError(self._message)
 
-    def count_tokens(self, text: str) -> int:
+    def _wait_tokenizer(self) -> None:
+        """Prompts can be checked as soon as the tokenizer is in, before the model finishes loading."""
+        self.start()
+        self._tokenizer_ready.wait()
         if self._tokenizer is None:
-            self.wait_ready()
+            raise EngineError(self._message)
+
+    def count_tokens(self, text: str) -> int:
+        self._wait_tokenizer()
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- jobs -------------------------------------------------------------------------------------------------------
     def resolve(self, request: GenerationRequest) -> ResolvedRequest:
         """Validate a request (raises ValidationError); needs the tokenizer, which loads first."""
-        if self._tokenizer is None:
-            self.wait_ready()
+        self._wait_tokenizer()
         return resolve(request, self.spec, self.count_tokens)
 
     def plan_for(self, r: ResolvedRequest) -> bool:

@@ -1,0 +1,34 @@
+"""Qwen Image Chat: `python app.py` serves the web app (see README). Nothing heavy happens at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU wants `spaces` imported before torch
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        pass
+
+
+def main(argv=None) -> int:
+    from ui.launch import build, check_public_bind, launch_kwargs, parse_args, read_auth
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    auth = read_auth(args)
+    check_public_bind(args.host, auth, args.public, args.share)
+    demo, ctx, choice, interrupted = build(args)
+    print(f"Model:   {choice.spec.label} ({choice.reason}; profile {choice.plan.profile})", flush=True)
+    if choice.spec.tiny:
+        print("         Demo model with random weights: images are noise. On a CUDA GPU the real model is used.")
+    print(f"Data:    {ctx.data_dir}" + (f" ({interrupted} interrupted job(s) marked failed)" if interrupted else ""))
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=8)
+    demo.launch(**launch_kwargs(args, ctx.media.outbox, auth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Server-owned generation jobs: they outlive the browser connection that asked for them.
+
+A job is recorded as a running turn in the store before it is queued; one worker thread runs jobs in order through
+the engine; the result (or the failure, or the cancellation) is written into the turn. A page that reloads finds the
+job again with ``active()`` and follows it with ``follow()``. Only the owner of a job can see or cancel it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, replace
+
+from .engine import Cancelled, EngineError, Progress
+from .requests import GenerationRequest, ValidationError
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+class Busy(ValidationError):
+    """The queue is full or the owner is over the rate limit; try again later."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    id: str
+    owner: str
+    conversation_id: str
+    turn_id: str
+    state: str  # queued | running | done | failed | cancelled
+    position: int = 0  # jobs ahead of this one while queued
+    progress: Progress | None = None
+    error: str = ""
+    notes: tuple = ()
+    created_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass
+class _Job:
+    snapshot: JobSnapshot
+    request: object  # ResolvedRequest
+    settings: dict
+    cancel: threading.Event
+
+
+class RateLimiter:
+    """At most ``limit`` submissions per ``window`` seconds per owner (0 disables)."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self._hits: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def check(self, owner: str) -> None:
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(owner, deque())
+            while hits and now - hits[0] > self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                wait = self.window - (now - hits[0])
+                raise Busy(f"Too many requests: at most {self.limit} per minute. Try again in {wait:.0f} s.")
+            hits.append(now)
+
+
+class JobManager:
+    def __init__(self, engine, store, max_queue: int = 32, rate_limit: int = 0, start_worker: bool = True):
+        self.engine = engine
+        self.store = store
+        self.max_queue = max_queue
+        self.limiter = RateLimiter(rate_limit)
+        self._jobs: dict[str, _Job] = {}
+        self._order: list[str] = []  # queued job ids, oldest first
+        self._queue: queue.Queue = queue.Queue()
+        self._changed = threading.Condition()
+        self._worker = None
+        if start_worker:
+            self._worker = threading.Thread(target=self._work, name="jobs", daemon=True)
+            self._worker.start()
+
+    # -- submitting ---------------------------------------------------------------------------------------------
+    def submit(
+        self,
+        owner: str,
+        conversation_id: str,
+        request: GenerationRequest,
+        input_image_ids: list[str],
+        prompt_label: str | None = None,
+    ) -> JobSnapshot:
+        """Validate, record a running turn and queue the job. Raises ValidationError (incl. Busy)."""
+        resolved = self.engine.resolve(request)  # user errors surface here, before anything is stored
+        with self._changed:
+            waiting = len(self._order)
+        if waiting >= self.max_queue:
+            raise Busy(f"The server is busy ({waiting} jobs waiting). Try again in a minute.")
+        self.limiter.check(owner)
+        settings = resolved.settings()
+        kind = "edit" if resolved.images else "generate"
+        job_id = uuid.uuid4().hex
+        turn = self.store.start_turn(
+            owner,
+            conversation_id,
+            kind,
+            prompt_label or resolved.prompt,
+            settings,
+            list(input_image_ids),
+            job_id=job_id,
+        )
+        snap = JobSnapshot(job_id, owner, conversation_id, turn.id, "queued", created_at=time.time())
+        job = _Job(snap, resolved, settings, threading.Event())
+        with self._changed:
+            self._jobs[job_id] = job
+            self._order.append(job_id)
+            self._reposition()
+            self._changed.notify_all()
+        self._queue.put(job_id)
+        return self._jobs[job_id].snapshot
+
+    def _reposition(self) -> None:
+        for i, jid in enumerate(self._order):
+            job = self._jobs[jid]
+            job.snapshot = replace(job.snapshot, position=i)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def get(self, owner: str, job_id: str) -> JobSnapshot | None:
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None or job.snapshot.owner != owner:
+            return None
+        return job.snapshot
+
+    def active(self, owner: str, conversation_id: str | None = None) -> list[JobSnapshot]:
+        """The owner's unfinished jobs (optionally of one conversation), oldest first."""
+        with self._changed:
+            jobs = [j.snapshot for j in self._jobs.values()]
+        return sorted(
+            (
+                s
+                for s in jobs
+                if s.owner == owner
+                and not s.finished
+                and (conversation_id is None or s.conversation_id == conversation_id)
+            ),
+            key=lambda s: s.created_at,
+        )
+
+    def follow(self, owner: str, job_id: str, poll: float = 0.25, timeout: float | None = None):
+        """Yield the job's snapshots as they change, ending with the terminal one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            snap = self.get(owner, job_id)
+            if snap is None:
+                return
+            if snap != last:
+                yield snap
+                last = snap
+            if snap.finished:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            with self._changed:
+                self._changed.wait(poll)
+
+    def cancel(self, owner: str, job_id: str | None = None, conversation_id: str | None = None) -> int:
+        """Stop the owner's job (or all of the owner's jobs in a conversation); returns how many were signalled."""
+        count = 0
+        with self._changed:
+            for job in self._jobs.values():
+                s = job.snapshot
+                if s.owner != owner or s.finished:
+                    continue
+                if job_id is not None and s.id != job_id:
+                    continue
+                if conversation_id is not None and s.conversation_id != conversation_id:
+                    continue
+                job.cancel.set()
+                count += 1
+            self._changed.notify_all()
+        return count
+
+    # -- running ------------------------------------------------------------------------------------------------
+    def _update(self, job: _Job, **changes) -> None:
+        with self._changed:
+            job.snapshot = replace(job.snapshot, **changes)
+            self._changed.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            try:
+                self.execute(job_id)
+            except Exception:  # the worker must survive anything
+                log.exception("job %s crashed the worker loop", job_id)
+
+    def execute(self, job_id: str) -> JobSnapshot:
+        """Run one queued job to its end (the worker thread calls this; ZeroGPU calls it inline)."""
+        job = self._jobs[job_id]
+        with self._changed:
+            if job_id in self._order:
+                self._order.remove(job_id)
+            self._reposition()
+        s = job.snapshot
+        if job.cancel.is_set():
+            return self._finish(job, "cancelled", "stopped before it started")
+        self._update(job, state="running", position=0)
+
+        def on_progress(p: Progress) -> None:
+            self._update(job, progress=p)
+
+        try:
+            result = self.engine.generate(job.request, on_progress=on_progress, cancel=job.cancel)
+        except Cancelled:
+            return self._finish(job, "cancelled", "stopped")
+        except (ValidationError, EngineError) as exc:
+            return self._finish(job, "failed", str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            return self._finish(job, "failed", f"{type(exc).__name__}: {exc}")
+        try:
+            self.store.finish_turn(
+                s.owner, s.turn_id, list(result.images), list(result.seeds), job.settings, result.timings
+            )
+        except Exception as exc:
+            log.exception("could not save the result of job %s", job_id)
+            return self._finish(job, "failed", f"the result could not be saved: {exc}")
+        self._update(job, state="done", notes=result.notes)
+        return job.snapshot
+
+    def _finish(self, job: _Job, state: str, error: str) -> JobSnapshot:
+        s = job.snapshot
+        try:
+            self.store.fail_turn(s.owner, s.turn_id, error, status=state)
+        except Exception:
+            log.exception("could not record the end of job %s", s.id)
+        self._update(job, state=state, error=error)
+        return job.snapshot
+
+    def run_streaming(self, job_id: str, poll: float = 0.25):
+        """Run a job in a helper thread and yield its snapshots (ZeroGPU: called inside the GPU context)."""
+        owner = self._jobs[job_id].snapshot.owner
+        thread = threading.Thread(target=self.execute, args=(job_id,), daemon=True)
+        thread.start()
+        yield from self.follow(owner, job_id, poll)
+        thread.join()
+
+    def forget_finished(self, older_than: float = 3600.0) -> None:
+        now = time.time()
+        with self._changed:
+            for jid in [
+                j
+                for j, job in self._jobs.items()
+                if job.snapshot.finished and now - job.snapshot.created_at > older_than
+            ]:
+                del self._jobs[jid]
+
+    def shutdown(self) -> None:
+        self._queue.put(None)

@@ -1,0 +1,62 @@
+"""Files the browser is given: small previews for the conversation and full-resolution PNG downloads.
+
+They are written to the app's own output folder ("outbox"), the only folder Gradio may serve from besides its
+cache; the stored images themselves are never served by path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+PREVIEW_SIDE = 768
+
+
+class Media:
+    def __init__(self, outbox: Path):
+        self.outbox = Path(outbox)
+        (self.outbox / "previews").mkdir(parents=True, exist_ok=True)
+        (self.outbox / "downloads").mkdir(parents=True, exist_ok=True)
+
+    def preview(self, record) -> str:
+        """A WebP preview (longest side 768 px, alpha kept) of a stored image; made once."""
+        from PIL import Image
+
+        target = self.outbox / "previews" / f"{record.id}.webp"
+        if target.is_file():
+            return str(target)
+        try:
+            with Image.open(record.path) as im:
+                im.load()
+                im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+                tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+                im.save(tmp, format="WEBP", quality=88)
+            os.replace(tmp, target)
+            return str(target)
+        except OSError:
+            return str(self.download(record))
+
+    def download(self, record, name: str | None = None) -> str:
+        """The full-resolution PNG (with its metadata chunks) under a readable name."""
+        folder = self.outbox / "downloads" / record.id
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / (name or f"qwen-image-{record.seed}.png")
+        if not target.is_file():
+            try:
+                os.link(record.path, target)
+            except OSError:
+                shutil.copyfile(record.path, target)
+        return str(target)
+
+    def sweep(self, max_age: float = 86400.0) -> None:
+        """Forget derived files older than ``max_age`` (they are remade on demand)."""
+        now = time.time()
+        for sub in ("previews", "downloads"):
+            for path in (self.outbox / sub).iterdir():
+                try:
+                    if now - path.stat().st_mtime > max_age:
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                except OSError:
+                    pass

@@ -1,0 +1,151 @@
+"""The Generate and Edit tabs: full control, results in a gallery, every result kept as a conversation."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from qwen_image.requests import GenerationRequest, ValidationError
+
+from . import render
+from .context import AppContext, user_error
+from .sidebar import sidebar_view
+
+MARK_COLOR = "#ff2a2a"
+MARK_HINT_20B = " Change only the area marked in red, and remove the red marks."
+EXAMPLES = [
+    "A red fox curled up in fresh snow at dawn, soft light, photograph",
+    "A minimalist poster that reads 'QWEN IMAGE' in bold letters, pastel background",
+    "An isometric cozy reading room with plants and a cat, warm evening light, 3D render",
+    "A watercolor map of an imaginary island with mountains, rivers and a lighthouse",
+]
+
+
+def _optional_int(value):
+    return None if value in (None, "") else int(value)
+
+
+class StudioHandlers:
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def generate(self, prompt, negative, ratio, tier, custom, width, height, steps, cfg, seed, randomize, num_images,
+                 transparent, owner_state, request: gr.Request = None, progress=gr.Progress()):
+        ctx = self.ctx
+        owner = ctx.owner(owner_state, request)
+        spec = ctx.spec
+        try:
+            cfg = float(cfg) if cfg is not None else None
+            req = GenerationRequest(
+                prompt=prompt if isinstance(prompt, str) else "",
+                negative_prompt=negative if cfg is not None and cfg > 1 else None,
+                aspect_ratio=None if custom else ratio,
+                tier=tier,
+                width=_optional_int(width) if custom else None,
+                height=_optional_int(height) if custom else None,
+                steps=None if spec.sigmas else steps,
+                true_cfg=cfg,
+                seed=None if randomize else seed,
+                num_images=num_images,
+                transparent=bool(transparent) and spec.transparent,
+            )
+            ctx.engine.resolve(req)
+            conv_id = ctx.store.create_conversation(owner)
+            snap = ctx.jobs.submit(owner, conv_id, req, [], req.prompt.strip())
+        except Exception as exc:
+            raise user_error(exc) from None
+        yield from self._follow(owner, conv_id, snap, progress)
+
+    def edit(self, references, instruction, marks, match, ratio, tier, steps, cfg, negative, seed, randomize,
+             num_images, transparent, owner_state, request: gr.Request = None, progress=gr.Progress()):
+        ctx = self.ctx
+        owner = ctx.owner(owner_state, request)
+        spec = ctx.spec
+        try:
+            files = [item[0] if isinstance(item, (list, tuple)) else item for item in (references or [])]
+            images = ctx.open_uploads(files)
+            if not images:
+                raise ValidationError("Add at least one reference image to edit.")
+            prompt = instruction if isinstance(instruction, str) else ""
+            marked = self._marked(marks)
+            if marked is not None:
+                images[0] = marked
+                if spec.family == "qwen-image":
+                    prompt = prompt.rstrip() + MARK_HINT_20B
+            cfg = float(cfg) if cfg is not None else None
+            follow = _optional_int(match) if ratio in (None, "", "match") else None
+            req = GenerationRequest(
+                prompt=prompt,
+                negative_prompt=negative if cfg is not None and cfg > 1 else None,
+                images=tuple(images),
+                aspect_ratio=None if follow else ratio,
+                match_reference=follow,
+                tier=tier,
+                steps=None if spec.sigmas else steps,
+                true_cfg=cfg,
+                seed=None if randomize else seed,
+                num_images=num_images,
+                transparent=bool(transparent) and spec.transparent,
+            )
+            ctx.engine.resolve(req)
+            conv_id = ctx.store.create_conversation(owner)
+            ids = [ctx.store.add_input_image(owner, conv_id, im).id for im in images]
+            snap = ctx.jobs.submit(owner, conv_id, req, ids, prompt.strip())
+        except Exception as exc:
+            raise user_error(exc) from None
+        yield from self._follow(owner, conv_id, snap, progress)
+
+    def _marked(self, marks):
+        """The background with the user's marks composited on it, or None when nothing was drawn."""
+        if not isinstance(marks, dict) or marks.get("background") is None:
+            return None
+        layers = [layer for layer in (marks.get("layers") or []) if layer is not None]
+        drawn = any(layer.mode == "RGBA" and layer.getchannel("A").getextrema()[1] > 0 for layer in layers)
+        if not drawn:
+            return None
+        from qwen_image.images import normalise
+
+        return normalise(marks["composite"], keep_alpha=False, label="marked image")
+
+    def _follow(self, owner, conv_id, snap, progress):
+        runner = self.ctx.zerogpu_runner
+        stream = runner(snap.id) if runner else self.ctx.jobs.follow(owner, snap.id)
+        last = snap
+        for last in stream:
+            p = last.progress
+            if p is not None and p.phase == "denoising" and p.total:
+                progress((p.step, p.total), desc=render.progress_text(last))
+            yield gr.skip(), render.progress_text(last), owner, gr.skip(), gr.skip()
+        turn = self.ctx.store.get_turn(owner, last.turn_id)
+        if last.state != "done" or turn is None:
+            msg = "Stopped." if last.state == "cancelled" else f"⚠️ {render.escape_md(last.error)}"
+            if last.state == "failed":
+                gr.Warning(render.escape_html(last.error or "the job failed"))
+            yield gr.skip(), msg, owner, *sidebar_view(self.ctx, owner)
+            return
+        files = [(self.ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs]
+        info = render.settings_line(turn.settings, None, turn.timings)
+        info = f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar"
+        yield files, info, owner, *sidebar_view(self.ctx, owner)
+
+    def stop(self, owner_state, request: gr.Request = None):
+        owner = self.ctx.owner(owner_state, request)
+        return "Stopping…" if self.ctx.jobs.cancel(owner) else "Nothing is running."
+
+    def add_reference(self, current, owner_state, selected, request: gr.Request = None):
+        """Send the chat's selected image to the Edit tab's references."""
+        owner = self.ctx.owner(owner_state, request)
+        turn = self.ctx.store.get_turn(owner, selected) if selected else None
+        if turn is None or not turn.outputs:
+            raise gr.Error("Select a turn with an image in the chat first.")
+        items = [item[0] if isinstance(item, (list, tuple)) else item for item in (current or [])]
+        if len(items) >= self.ctx.spec.max_references:
+            raise gr.Error(f"At most {self.ctx.spec.max_references} reference images.")
+        items.append(self.ctx.media.download(turn.outputs[0], f"qwen-image-{turn.outputs[0].seed}.png"))
+        return items
+
+    def marks_background(self, references):
+        """Load reference 1 into the marking canvas."""
+        files = [item[0] if isinstance(item, (list, tuple)) else item for item in (references or [])]
+        if not files:
+            return gr.update(value=None)
+        return gr.update(value={"background": files[0], "layers": [], "composite": None})
