@@ -115,6 +115,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._job_lock = threading.Lock()
         self._last_decode_s = 0.0
+        self.step_delay = 0.0  # seconds added after each denoising step (slow motion for demos and tests)
 
     # -- status and loading ---------------------------------------------------------------------------------------
     @property
@@ -288,7 +289,7 @@ class Engine:
         role = "edit" if r.images else "generate"
         pipe = self._loaded.pipeline(role)
         self.embed_cache.wrap(pipe, role)
-        hits_before = self.embed_cache.hits
+        hits_before, misses_before = self.embed_cache.hits, self.embed_cache.misses
         dec.set_tiling(pipe.vae, settings.vae_tiling, self.spec.family)
         dec.set_slicing(pipe.vae, settings.vae_slicing and r.num_images > 1)
 
@@ -301,6 +302,8 @@ class Engine:
             marks.setdefault("denoise", time.monotonic())
 
         def on_step(p, i, t, kwargs):
+            if self.step_delay:
+                time.sleep(self.step_delay)
             now = time.monotonic()
             marks["last_step"] = now
             if cancel is not None and cancel.is_set():
@@ -348,7 +351,8 @@ class Engine:
             request=r,
             timings=timings,
             notes=tuple(notes),
-            embed_cache_hit=self.embed_cache.hits > hits_before,
+            # a hit only when the text encoder did not run at all (the 20B default negative prompt alone is no hit)
+            embed_cache_hit=self.embed_cache.hits > hits_before and self.embed_cache.misses == misses_before,
         )
 
     def _decode(self, pipe, latents, r: ResolvedRequest, settings: RunSettings, notes: list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .engine import Engine
@@ -58,4 +59,6 @@ def build_engine(choice: Choice, options: LoadOptions | None = None) -> Engine:
         from dataclasses import replace
 
         options = replace(options, keep_both_transformers=choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85)
-    return Engine(choice.spec, profile, choice.hardware, options, vram_budget_gb=choice.plan.budget_gb)
+    engine = Engine(choice.spec, profile, choice.hardware, options, vram_budget_gb=choice.plan.budget_gb)
+    engine.step_delay = float(os.environ.get("QIC_STEP_DELAY", "0") or 0)
+    return engine

@@ -110,14 +110,10 @@ class JobManager:
         kind = "edit" if resolved.images else "generate"
         job_id = uuid.uuid4().hex
         turn = self.store.start_turn(
-            owner,
-            conversation_id,
-            kind,
-            prompt_label or resolved.prompt,
-            settings,
-            list(input_image_ids),
-            job_id=job_id,
+            owner, conversation_id, kind, prompt_label or resolved.prompt, settings, list(input_image_ids), job_id=job_id
         )
+        if turn is None:
+            raise ValidationError("That conversation no longer exists; start a new chat.")
         snap = JobSnapshot(job_id, owner, conversation_id, turn.id, "queued", created_at=time.time())
         job = _Job(snap, resolved, settings, threading.Event())
         with self._changed:
@@ -231,12 +227,15 @@ class JobManager:
             log.exception("job %s failed", job_id)
             return self._finish(job, "failed", f"{type(exc).__name__}: {exc}")
         try:
-            self.store.finish_turn(
+            saved = self.store.finish_turn(
                 s.owner, s.turn_id, list(result.images), list(result.seeds), job.settings, result.timings
             )
         except Exception as exc:
             log.exception("could not save the result of job %s", job_id)
             return self._finish(job, "failed", f"the result could not be saved: {exc}")
+        if saved is None:  # the turn was undone or its conversation deleted while the job ran
+            self._update(job, state="cancelled", error="the turn was removed while it ran")
+            return job.snapshot
         self._update(job, state="done", notes=result.notes)
         return job.snapshot
 

@@ -30,10 +30,43 @@ def size_for_area(side: int, ratio: float, multiple: int) -> tuple[int, int]:
     return snap(width, multiple), snap(height, multiple)
 
 
+def _snap_within(value: float, multiple: int, lo: int, hi: int) -> int:
+    lo_m = -(-lo // multiple) * multiple
+    hi_m = hi // multiple * multiple
+    return min(hi_m, max(lo_m, int(round(value / multiple)) * multiple))
+
+
+def fit(spec, width: float, height: float) -> tuple[int, int]:
+    """The size closest to ``width`` x ``height`` that the model accepts: multiples of its step, each side within
+    [min_side, max_side], at most max_pixels, and no more elongated than 1:8 (the area shrinks, never grows, to fit).
+    """
+    m = spec.multiple_of
+    ratio = min(MAX_ASPECT, max(1 / MAX_ASPECT, width / height))
+    w = math.sqrt(width * height * ratio)
+    h = w / ratio
+    shrink = min(1.0, spec.max_side / max(w, h), math.sqrt(spec.max_pixels / (w * h)))
+    w, h = w * shrink, h * shrink
+    grow = max(1.0, spec.min_side / min(w, h))
+    w, h = w * grow, h * grow
+    w = _snap_within(w, m, spec.min_side, spec.max_side)
+    h = _snap_within(h, m, spec.min_side, spec.max_side)
+    while w * h > spec.max_pixels:
+        if w >= h:
+            w -= m
+        else:
+            h -= m
+    while w / h > MAX_ASPECT:
+        w -= m
+    while h / w > MAX_ASPECT:
+        h -= m
+    return w, h
+
+
 def size_for(spec, ratio: str, tier: str) -> tuple[int, int]:
     """The exact size a model uses for an aspect ratio at a resolution tier.
 
-    The native tier uses the model's table; other tiers keep the table entry's ratio at about side^2 pixels.
+    The native tier uses the model's table; other tiers keep the table entry's ratio at about side^2 pixels; either
+    way the result is fitted to the model's bounds (a table entry off its multiple is snapped).
     """
     table = dict(spec.sizes)
     if ratio not in table:
@@ -43,14 +76,16 @@ def size_for(spec, ratio: str, tier: str) -> tuple[int, int]:
         raise ValueError(f"resolution {tier} is not offered by this model; choose one of {', '.join(tiers)}")
     w, h = table[ratio]
     if tier == spec.native_tier:
-        return w, h
-    return size_for_area(tiers[tier], w / h, spec.multiple_of)
+        return fit(spec, w, h)
+    side = tiers[tier]
+    return fit(spec, side * math.sqrt(w / h), side / math.sqrt(w / h))
 
 
 def size_like(spec, width: int, height: int, tier: str) -> tuple[int, int]:
     """An output size with the aspect ratio of a given image (e.g. the reference being edited)."""
     ratio = min(MAX_ASPECT, max(1 / MAX_ASPECT, width / height))
-    return size_for_area(dict(spec.tiers)[tier], ratio, spec.multiple_of)
+    side = dict(spec.tiers)[tier]
+    return fit(spec, side * math.sqrt(ratio), side / math.sqrt(ratio))
 
 
 def check_size(spec, width: int, height: int) -> tuple[int, int]:

@@ -49,8 +49,24 @@ class ChatHandlers:
         return self.ctx.media.download(turn.outputs[0], f"qwen-image-{pos}-{turn.outputs[0].seed}.png")
 
     # -- sending ----------------------------------------------------------------------------------------------------
-    def send(self, message, owner_state, conv_id, branch, ratio, tier, steps, cfg, negative, seed, randomize,
-             num_images, transparent, request: gr.Request = None, progress=gr.Progress()):
+    def send(
+        self,
+        message,
+        owner_state,
+        conv_id,
+        branch,
+        ratio,
+        tier,
+        steps,
+        cfg,
+        negative,
+        seed,
+        randomize,
+        num_images,
+        transparent,
+        request: gr.Request = None,
+        progress=gr.Progress(),
+    ):
         ctx = self.ctx
         owner = ctx.owner(owner_state, request)
         text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
@@ -95,8 +111,8 @@ class ChatHandlers:
             yield self._skip_all()
             return
         active = self.ctx.jobs.active(owner, conv_id)
-        if not active:
-            yield self._skip_all()
+        if not active:  # it may have ended between the page's first render and now: show the final state
+            yield (*self.view(owner, conv_id, None, None), gr.skip(), owner, "", gr.skip(), gr.skip())
             return
         yield from self._follow(owner, conv_id, active[-1], clear_box=False, progress=progress)
 

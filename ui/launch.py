@@ -25,9 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     from qwen_image.profiles import profile_names
 
     p = argparse.ArgumentParser(description="Qwen Image Chat: create and edit images with Qwen-Image in a browser")
-    p.add_argument("--model", default="auto",
-                   help="auto (Qwen-Image-2.1 on a CUDA GPU, else the tiny demo model), a registry name "
-                   "(qwen-image-2.1, qwen-image-2.1-turbo, qwen-image, tiny, ...), or a folder / Hub id with --family")
+    p.add_argument(
+        "--model",
+        default="auto",
+        help="auto (Qwen-Image-2.1 on a CUDA GPU, else the tiny demo model), a registry name "
+        "(qwen-image-2.1, qwen-image-2.1-turbo, qwen-image, tiny, ...), or a folder / Hub id with --family",
+    )
     p.add_argument("--family", choices=["qwen-image-2.1", "qwen-image"])
     p.add_argument("--profile", choices=profile_names(), help="memory profile (default: chosen from free VRAM)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -122,8 +125,15 @@ def build(args):
     engine = build_engine(choice, options)
     zero = zerogpu_active()
     jobs = JobManager(engine, store, max_queue=args.queue_size, rate_limit=args.rate_limit, start_worker=not zero)
-    ctx = AppContext(engine=engine, store=store, jobs=jobs, tokens=tokens, media=media, data_dir=data_dir,
-                     auth=bool(args.auth or args.auth_file))
+    ctx = AppContext(
+        engine=engine,
+        store=store,
+        jobs=jobs,
+        tokens=tokens,
+        media=media,
+        data_dir=data_dir,
+        auth=bool(args.auth or args.auth_file),
+    )
     ctx.extra["browser_secret"] = browser_secret(data_dir)
     if zero:
         engine.start()

@@ -80,7 +80,9 @@ def turn_messages(turn, preview, position: int) -> list[dict]:
     elif turn.status == "cancelled":
         msgs.append({"role": "assistant", "content": f"**#{position}** · ⏹ Stopped."})
     else:
-        msgs.append({"role": "assistant", "content": f"**#{position}** · ⚠️ Failed: {escape_md(turn.error or 'unknown error')}"})
+        msgs.append(
+            {"role": "assistant", "content": f"**#{position}** · ⚠️ Failed: {escape_md(turn.error or 'unknown error')}"}
+        )
     return msgs
 
 

@@ -39,24 +39,38 @@ def ratio_choices(spec, with_auto: bool = True) -> list[tuple[str, str]]:
 
 def size_note(spec, ratio: str, tier: str) -> str:
     if ratio == AUTO or ratio not in spec.ratios or tier not in spec.tier_names:
-        return f"Output about {dict(spec.tiers).get(tier, 0)}² pixels, shaped like the image being edited (1:1 otherwise)."
+        return (
+            f"Output about {dict(spec.tiers).get(tier, 0)}² pixels, shaped like the image being edited (1:1 otherwise)."
+        )
     w, h = size_for(spec, ratio, tier)
     return f"Output size: **{w}×{h}**"
 
 
 def build_panel(spec, with_auto: bool = True, show_ratio: bool = True):
     """Components of the settings panel, in the order of PanelValues."""
-    ratio = gr.Dropdown(ratio_choices(spec, with_auto), value=AUTO if with_auto else "1:1", label="Aspect ratio",
-                        visible=show_ratio)
+    ratio = gr.Dropdown(
+        ratio_choices(spec, with_auto), value=AUTO if with_auto else "1:1", label="Aspect ratio", visible=show_ratio
+    )
     tier = gr.Radio(list(spec.tier_names), value=spec.default_tier, label="Resolution")
     size = gr.Markdown(size_note(spec, AUTO if with_auto else "1:1", spec.default_tier), visible=show_ratio)
     fixed = spec.sigmas is not None
-    steps = gr.Slider(1, 100, value=spec.steps, step=1, label="Steps", interactive=not fixed,
-                      info="fixed by this model's schedule" if fixed else None)
+    steps = gr.Slider(
+        1,
+        100,
+        value=spec.steps,
+        step=1,
+        label="Steps",
+        interactive=not fixed,
+        info="fixed by this model's schedule" if fixed else None,
+    )
     cfg = gr.Slider(1.0, 10.0, value=spec.true_cfg, step=0.5, label="True CFG (1 = off)", visible=spec.allow_cfg)
     negative = gr.Textbox(
-        value=spec.negative_prompt.strip(), label="Negative prompt", lines=1, visible=spec.true_cfg > 1,
-        placeholder="what to steer away from", max_length=4000,
+        value=spec.negative_prompt.strip(),
+        label="Negative prompt",
+        lines=1,
+        visible=spec.true_cfg > 1,
+        placeholder="what to steer away from",
+        max_length=4000,
     )
     with gr.Row():
         seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
@@ -69,7 +83,9 @@ def build_panel(spec, with_auto: bool = True, show_ratio: bool = True):
     return [ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent]
 
 
-def to_request(spec, prompt: str, images: list, v: PanelValues, match_reference: int | None = None) -> GenerationRequest:
+def to_request(
+    spec, prompt: str, images: list, v: PanelValues, match_reference: int | None = None
+) -> GenerationRequest:
     """A request from the panel's values; ``images`` are PIL references (the edited image first)."""
     ratio = None if v.ratio in (AUTO, None, "") else v.ratio
     if ratio is None and not images and match_reference is None:

@@ -28,8 +28,25 @@ class StudioHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    def generate(self, prompt, negative, ratio, tier, custom, width, height, steps, cfg, seed, randomize, num_images,
-                 transparent, owner_state, request: gr.Request = None, progress=gr.Progress()):
+    def generate(
+        self,
+        prompt,
+        negative,
+        ratio,
+        tier,
+        custom,
+        width,
+        height,
+        steps,
+        cfg,
+        seed,
+        randomize,
+        num_images,
+        transparent,
+        owner_state,
+        request: gr.Request = None,
+        progress=gr.Progress(),
+    ):
         ctx = self.ctx
         owner = ctx.owner(owner_state, request)
         spec = ctx.spec
@@ -55,8 +72,25 @@ class StudioHandlers:
             raise user_error(exc) from None
         yield from self._follow(owner, conv_id, snap, progress)
 
-    def edit(self, references, instruction, marks, match, ratio, tier, steps, cfg, negative, seed, randomize,
-             num_images, transparent, owner_state, request: gr.Request = None, progress=gr.Progress()):
+    def edit(
+        self,
+        references,
+        instruction,
+        marks,
+        match,
+        ratio,
+        tier,
+        steps,
+        cfg,
+        negative,
+        seed,
+        randomize,
+        num_images,
+        transparent,
+        owner_state,
+        request: gr.Request = None,
+        progress=gr.Progress(),
+    ):
         ctx = self.ctx
         owner = ctx.owner(owner_state, request)
         spec = ctx.spec
@@ -122,7 +156,9 @@ class StudioHandlers:
                 gr.Warning(render.escape_html(last.error or "the job failed"))
             yield gr.skip(), msg, owner, *sidebar_view(self.ctx, owner)
             return
-        files = [(self.ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs]
+        files = [
+            (self.ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs
+        ]
         info = render.settings_line(turn.settings, None, turn.timings)
         info = f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar"
         yield files, info, owner, *sidebar_view(self.ctx, owner)

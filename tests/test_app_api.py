@@ -1,0 +1,160 @@
+"""The web app through gradio_client against the launched app (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from appserver import client, running_app
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from qwen_image.store import Store
+
+pytestmark = pytest.mark.slow
+
+MSG = {"files": []}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data = tmp_path_factory.mktemp("app-data")
+    # a little slow motion per step, so that a job can be stopped or reloaded mid-way
+    with running_app(data, env={"QIC_STEP_DELAY": "0.05"}) as proc:
+        yield proc
+
+
+def chat(c, text, **kw):
+    return c.predict({**MSG, "text": text}, api_name="/chat", **kw)
+
+
+def conversations(app, owner_hint_prompt: str):
+    """Conversations (any owner) whose first turn has this prompt, read straight from the store."""
+    store = Store(app.data_dir)
+    try:
+        rows = store._conn.execute(
+            "SELECT c.owner_id, c.id FROM conversations c JOIN turns t ON t.conversation_id = c.id "
+            "WHERE t.position = (SELECT MIN(position) FROM turns WHERE conversation_id = c.id) AND t.prompt = ?",
+            (owner_hint_prompt,),
+        ).fetchall()
+        return [(r[0], r[1], store.get_conversation(r[0], r[1])) for r in rows]
+    finally:
+        store.close()
+
+
+def test_chat_generate_edit_regenerate_branch_undo(app):
+    c = client(app)
+    out = chat(c, "a red fox in the snow")
+    messages, selected, download = out[0], out[1], out[2]
+    assert messages[0]["role"] == "user" and "red fox" in str(messages[0]["content"])
+    assert any(part.get("type") == "file" for m in messages for part in m["content"])
+    assert "#1" in selected
+    with Image.open(download) as im:
+        assert "parameters" in im.info and "red fox" in im.info["parameters"]
+
+    out = chat(c, "make it blue")
+    assert "#2" in out[1]
+    [(owner, conv_id, conv)] = conversations(app, "a red fox in the snow")
+    first, second = conv.turns
+    assert second.kind == "edit" and second.inputs[0].id == first.outputs[0].id
+
+    out = c.predict(api_name="/regenerate")
+    conv = conversations(app, "a red fox in the snow")[0][2]
+    assert len(conv.turns) == 3
+    assert conv.turns[2].prompt == "make it blue" and conv.turns[2].status == "done"
+    assert conv.turns[2].outputs[0].seed != conv.turns[1].outputs[0].seed
+
+    # branch from the first image
+    c.predict(1, api_name="/select_turn")
+    sel = c.predict(api_name="/use_as_input")
+    assert "edits the image of **#1**" in sel[1]
+    chat(c, "add a hat")
+    conv = conversations(app, "a red fox in the snow")[0][2]
+    assert len(conv.turns) == 4
+    assert conv.turns[3].inputs[0].id == conv.turns[0].outputs[0].id
+    # the branch is used once: the next message edits the latest image again
+    chat(c, "make the hat red")
+    conv = conversations(app, "a red fox in the snow")[0][2]
+    assert conv.turns[4].inputs[0].id == conv.turns[3].outputs[0].id
+
+    undone_files = [o.path for o in conv.turns[4].outputs]
+    c.predict(api_name="/undo")
+    conv = conversations(app, "a red fox in the snow")[0][2]
+    assert len(conv.turns) == 4
+    assert not any(p.exists() for p in undone_files)
+
+
+def test_stop_mid_generation_then_next_request_works(app):
+    c = client(app)
+    job = c.submit({**MSG, "text": "a slow painting"}, steps=80, api_name="/chat")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the job is really denoising
+        convs = conversations(app, "a slow painting")
+        if convs and convs[0][2].turns and convs[0][2].turns[0].status == "running":
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert c.predict(api_name="/stop") == "Stopping…"
+    final = job.result(timeout=60)
+    assert "Stopped" in str(final[0][-1]["content"])
+    conv = conversations(app, "a slow painting")[0][2]
+    assert conv.turns[0].status == "cancelled" and not conv.turns[0].outputs
+    out = chat(c, "a quick sketch")
+    assert "#2" in out[1]
+
+
+def test_validation_error_then_success(app):
+    c = client(app)
+    with pytest.raises(AppError, match="Write a prompt"):
+        chat(c, "   ")
+    with pytest.raises(AppError, match="Steps must be between|greater than maximum"):
+        chat(c, "a cat", steps=1000)
+    with pytest.raises(AppError, match="control character"):
+        chat(c, "a cat\x07")
+    with pytest.raises(AppError, match="negative prompt"):
+        chat(c, "a cat", cfg=4.0, negative="")
+    out = chat(c, "a cat on a windowsill")
+    assert "#1" in out[1]
+
+
+def test_two_clients_never_see_each_other(app):
+    a, b = client(app), client(app)
+    errors = []
+
+    def run(cl, prompt):
+        try:
+            chat(cl, prompt)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a, "alpha secret")), threading.Thread(target=run, args=(b, "beta"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    [(owner_a, conv_a, _)] = conversations(app, "alpha secret")
+    [(owner_b, conv_b, _)] = conversations(app, "beta")
+    assert owner_a != owner_b
+    items = b.predict("alpha", api_name="/search_conversations")
+    assert items == [] or all("alpha" not in str(i) for i in items)
+    with pytest.raises(AppError, match="No such conversation"):
+        b.predict(conv_a, api_name="/open_conversation")
+    # B's view of its own chat holds only its own turn
+    out = b.predict(conv_b, api_name="/open_conversation")
+    assert "alpha" not in str(out[0]) and "beta" in str(out[0])
+
+
+def test_generate_and_edit_tabs(app, tmp_path):
+    from gradio_client import handle_file
+
+    c = client(app)
+    gallery, info = c.predict("a lighthouse at night", num_images=2, api_name="/generate")[:2]
+    assert len(gallery) == 2 and "seeds" in info
+    png = gallery[0]["image"]
+    with Image.open(png) as im:
+        assert im.format == "PNG" and "lighthouse" in im.info["parameters"]
+    refs = [{"image": handle_file(png), "caption": None}]
+    gallery, info = c.predict(refs, "make it day", None, api_name="/edit")[:2]
+    assert len(gallery) == 1 and "seeds" in info
