@@ -132,14 +132,18 @@ def _int(value, what: str, lo: int, hi: int) -> int:
         raise ValidationError(f"{what} must be a whole number between {lo} and {hi}.", what)
     value = int(value)
     if not (lo <= value <= hi):
-        raise ValidationError(f"{what} must be between {lo} and {hi} (got {value}).", what)
+        got = value if abs(value) < 10**15 else "a number far outside that range"  # str() of 10**5000 raises
+        raise ValidationError(f"{what} must be between {lo} and {hi} (got {got}).", what)
     return value
 
 
 def _float(value, what: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise ValidationError(f"{what} must be a number between {lo:g} and {hi:g}.", what)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float range
+        value = float("inf") if value > 0 else float("-inf")
     if not (lo <= value <= hi):
         raise ValidationError(f"{what} must be between {lo:g} and {hi:g} (got {value:g}).", what)
     return value
@@ -202,15 +206,20 @@ def resolve(
         raise ValidationError("Write a prompt first.", "prompt")
     _check_tokens(prompt, "prompt", count_tokens)
 
+    if req.images is not None and not isinstance(req.images, (tuple, list)):
+        raise ValidationError("Reference images must be given as a list of images.", "images")
     images = tuple(req.images or ())
     if len(images) > spec.max_references:
         raise ValidationError(
             f"{len(images)} reference images attached; this model takes at most {spec.max_references}.", "images"
         )
     for i, img in enumerate(images, 1):
-        if not hasattr(img, "size") or img.width < 1 or img.height < 1:
+        if not (hasattr(img, "width") and hasattr(img, "height")):
+            raise ValidationError(f"Reference image {i} is not an image.", "images")
+        if img.width < 1 or img.height < 1:
             raise ValidationError(f"Reference image {i} is empty.", "images")
-    named = {int(n) for n in _IMAGE_TAG.findall(prompt)}
+    # int() of thousands of digits raises ValueError; any number of 10+ digits is missing anyway
+    named = {int(n) if len(n) < 10 else 10**9 for n in _IMAGE_TAG.findall(prompt)}
     missing = sorted(n for n in named if n < 1 or n > len(images))
     if missing:
         raise ValidationError(

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random-weight engines of both model families, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# No Hub access in tests; tiny models are built locally into a cache folder kept between local runs.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("QWEN_IMAGE_CACHE", os.path.join(tempfile.gettempdir(), "qic-tests"))
+# The tiny models run fastest on one intra-op thread; more threads only fight over a small (often shared) CPU.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _tiny_engine(model: str):
+    from qwen_image.factory import build_engine, choose_setup
+
+    engine = build_engine(choose_setup(model))
+    engine.start()
+    engine.wait_ready()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def engine21():
+    """Tiny Qwen-Image-2.1 family engine (one pipeline generates and edits), CPU profile."""
+    return _tiny_engine("tiny")
+
+
+@pytest.fixture(scope="session")
+def engine20():
+    """Tiny Qwen-Image 20B family engine (generate + edit pipelines), CPU profile."""
+    return _tiny_engine("tiny-qwen-image")
