@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
 
+# from_pretrained creates modules under process-wide patches (empty/meta-device init): two loads running at once in
+# one process (two engines, or a lazy edit transformer while another engine loads) turn each other's weights into
+# meta tensors. Loads and tiny-model builds take this lock.
+_LOAD_LOCK = threading.RLock()
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -44,7 +49,8 @@ def checkpoint_sources(spec: ModelSpec, cache_dir: str | None = None) -> tuple[s
     if spec.tiny:
         from .tiny import ensure_tiny
 
-        root = ensure_tiny(TINY_ARCH[spec.family], Path(cache_dir) if cache_dir else None)
+        with _LOAD_LOCK:
+            root = ensure_tiny(TINY_ARCH[spec.family], Path(cache_dir) if cache_dir else None)
         if spec.one_pipeline:
             return str(root), str(root)
         return str(root / "generate"), str(root / "edit")
@@ -89,6 +95,22 @@ def drop_lm_head(text_encoder) -> None:
         text_encoder.lm_head = torch.nn.Identity()
 
 
+def apply_lora(pipe, lora: dict | None, scheduler: dict | None = None) -> None:
+    """Load a LoRA (e.g. Lightning) into the pipeline's transformer and fuse it, before any casting/offloading.
+
+    ``lora`` is {"repo": Hub id or folder, "weight_name": file}; ``scheduler`` overrides the scheduler config (the
+    Lightning LoRAs are trained for a fixed shift).
+    """
+    if lora:
+        quantized = getattr(pipe.transformer, "is_quantized", False)
+        pipe.load_lora_weights(lora["repo"], weight_name=lora.get("weight_name"), adapter_name="preset")
+        if not quantized:  # fused into plain weights; bitsandbytes weights keep the adapter active instead
+            pipe.fuse_lora(lora_scale=float(lora.get("scale", 1.0)))
+            pipe.unload_lora_weights()
+    if scheduler:
+        pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **scheduler})
+
+
 def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> None:
     import torch
 
@@ -124,7 +146,7 @@ class LoadedModel:
                     self._place(self.generate, role)
                 return self.generate
             if role == "edit" and self._edit is None:
-                self._edit = build_edit_pipeline(self.generate, self.sources["edit"], self.profile, self.options)
+                self._edit = build_edit_pipeline(self.generate, self.spec, self.sources["edit"], self.profile, self.options)
             pipe = self.generate if role == "generate" else self._edit
             if self._active != role:
                 self._switch(role, pipe)
@@ -141,8 +163,9 @@ class LoadedModel:
                 other.register_modules(transformer=None)
                 _free_memory()
         if pipe.transformer is None:
-            transformer = load_transformer(self.sources[role], self.profile, self.options)
-            pipe.register_modules(transformer=transformer)
+            pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile))
+            apply_lora(pipe, self.spec.extra.get(f"lora_{role}"))
+            prepare_transformer(pipe.transformer, self.profile, self.options)
         self._place(pipe, role)
 
     def _keep_both(self) -> bool:
@@ -213,29 +236,29 @@ def _group_offload(pipe, profile: Profile, loaded: LoadedModel | None) -> None:
         pipe.transformer._qic_te_offload = True
 
 
-def load_transformer(source: str, profile: Profile, options: LoadOptions):
-    """A 20B-family transformer from a checkpoint, quantized/cast as the profile says."""
+def load_transformer(source: str, profile: Profile):
+    """A 20B-family transformer from a checkpoint, quantized as the profile says (cast later, after any LoRA)."""
     import diffusers
 
-    transformer = diffusers.QwenImageTransformer2DModel.from_pretrained(
-        source,
-        subfolder="transformer",
-        dtype=torch_dtype(profile.dtype),
-        quantization_config=transformer_quantization(profile),
-    )
-    prepare_transformer(transformer, profile, options)
+    with _LOAD_LOCK:
+        transformer = diffusers.QwenImageTransformer2DModel.from_pretrained(
+            source,
+            subfolder="transformer",
+            dtype=torch_dtype(profile.dtype),
+            quantization_config=transformer_quantization(profile),
+        )
     return transformer
 
 
-def build_edit_pipeline(gen, edit_source: str, profile: Profile, options: LoadOptions):
+def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile, options: LoadOptions):
     """QwenImageEditPlusPipeline sharing the generate pipeline's text encoder, tokenizer and VAE."""
     import diffusers
     from transformers import Qwen2VLProcessor
 
-    transformer = load_transformer(edit_source, profile, options)
+    transformer = load_transformer(edit_source, profile)
     processor = Qwen2VLProcessor.from_pretrained(edit_source, subfolder="processor")
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(edit_source, subfolder="scheduler")
-    return diffusers.QwenImageEditPlusPipeline(
+    pipe = diffusers.QwenImageEditPlusPipeline(
         scheduler=scheduler,
         vae=gen.vae,
         text_encoder=gen.text_encoder,
@@ -243,6 +266,9 @@ def build_edit_pipeline(gen, edit_source: str, profile: Profile, options: LoadOp
         processor=processor,
         transformer=transformer,
     )
+    apply_lora(pipe, spec.extra.get("lora_edit"), spec.extra.get("scheduler"))
+    prepare_transformer(pipe.transformer, profile, options)
+    return pipe
 
 
 def quiet_progress_bars() -> None:
@@ -261,10 +287,12 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
     options = options or LoadOptions()
     gen_src, edit_src = checkpoint_sources(spec, options.cache_dir)
     cls = getattr(diffusers, spec.generate_pipeline)
-    pipe = cls.from_pretrained(
-        gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
-    )
+    with _LOAD_LOCK:
+        pipe = cls.from_pretrained(
+            gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
+        )
     drop_lm_head(pipe.text_encoder)
+    apply_lora(pipe, spec.extra.get("lora_generate"), spec.extra.get("scheduler"))
     prepare_transformer(pipe.transformer, profile, options)
     tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
     loaded = LoadedModel(

@@ -43,7 +43,6 @@ class ModelSpec:
     allow_cfg: bool = True
     sigmas: tuple | None = None
     max_sequence_length: int = 1024
-    lora: str | None = None
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -121,7 +120,7 @@ class Registry:
 
     def by_family(self, family: str, tiny: bool = False) -> ModelSpec:
         for spec in self.models.values():
-            if spec.family == family and spec.tiny == tiny and spec.lora is None and spec.sigmas is None:
+            if spec.family == family and spec.tiny == tiny and "lora_generate" not in spec.extra and not spec.sigmas:
                 return spec
         raise KeyError(f"no model of family {family!r}")
 

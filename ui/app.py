@@ -30,10 +30,13 @@ def banner_text(ctx: AppContext) -> str:
             "⚠️ **Demo model.** No GPU (or no model weights) here, so this is the tiny built-in model with random "
             "weights: it works end to end, but its images are noise. On a CUDA GPU, `python app.py` runs "
             "Qwen-Image-2.1 (weights download on first start); `python app.py --model qwen-image` runs the 20B "
-            "pair.\n\n"
-            + line
+            "pair.\n\n" + line
         )
     return line
+
+
+def _selected_index(evt: gr.SelectData):
+    return evt.index
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -130,6 +133,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 g_gallery = gr.Gallery(
                     label="Results", columns=2, height=520, format="png", buttons=["download", "fullscreen"]
                 )
+                g_pick = gr.State(0)
+                g_to_edit = gr.Button("Send the selected result to the Edit tab", size="sm")
 
             with gr.Tab("Edit", id="edit"):
                 with gr.Row():
@@ -260,6 +265,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             **GPU,
         )
         g_stop.click(studio.stop, [owner], g_info, api_name="stop_generate")
+        g_gallery.select(_selected_index, None, g_pick, **PRIVATE, queue=False)
+        g_to_edit.click(studio.gallery_to_refs, [refs, g_gallery, g_pick], refs, **PRIVATE)
         _e_ratio, e_tier, e_steps, e_cfg, e_neg, e_seed, e_rand, e_num, e_transp = e_panel
         e_btn.click(
             studio.edit,

@@ -179,6 +179,17 @@ class StudioHandlers:
         items.append(self.ctx.media.download(turn.outputs[0], f"qwen-image-{turn.outputs[0].seed}.png"))
         return items
 
+    def gallery_to_refs(self, current, gallery, index):
+        """Send the selected (or first) result of a gallery to the Edit tab's references."""
+        items = [item[0] if isinstance(item, (list, tuple)) else item for item in (current or [])]
+        results = [item[0] if isinstance(item, (list, tuple)) else item for item in (gallery or [])]
+        if not results:
+            raise gr.Error("There is no result to send yet.")
+        if len(items) >= self.ctx.spec.max_references:
+            raise gr.Error(f"At most {self.ctx.spec.max_references} reference images.")
+        pick = index if isinstance(index, int) and 0 <= index < len(results) else 0
+        return [*items, results[pick]]
+
     def marks_background(self, references):
         """Load reference 1 into the marking canvas."""
         files = [item[0] if isinstance(item, (list, tuple)) else item for item in (references or [])]

@@ -1,0 +1,117 @@
+"""UI pieces without a server: who the caller is, escaping, rendering, panel values -> requests."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from qwen_image.owners import OwnerTokens
+from qwen_image.registry import load_registry
+from qwen_image.store import Store
+from ui import render
+from ui.context import AppContext
+from ui.settings import AUTO, PanelValues, request_from_settings, to_request
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    store = Store(tmp_path)
+    c = AppContext(engine=None, store=store, jobs=None, tokens=OwnerTokens(tmp_path), media=None, data_dir=tmp_path)
+    yield c
+    store.close()
+
+
+def test_browser_token_round_trip_and_forgeries(ctx, tmp_path):
+    owner, token = ctx.restore(None)
+    assert owner.startswith("anon-") and token
+    assert ctx.restore(token) == (owner, token)  # a reload keeps the owner
+    forged = owner + "." + "0" * 32
+    other_server = OwnerTokens(tmp_path / "elsewhere").new_token()
+    for bad in (forged, token[:-1], token + "x", other_server, "", "a" * 100_000, 42, {"owner": owner}, ["x"]):
+        new_owner, new_token = ctx.restore(bad)
+        assert new_owner != owner and new_token != token  # a fresh, empty identity; nothing breaks
+    conv = ctx.store.create_conversation(owner)
+    stranger, _ = ctx.restore(forged)
+    assert ctx.store.get_conversation(stranger, conv) is None
+    assert ctx.store.list_conversations(stranger) == []
+
+
+def test_logged_in_users_are_their_own_owner(ctx):
+    alice = SimpleNamespace(username="alice")
+    owner, token = ctx.restore(None, alice)
+    assert token is None and owner == ctx.restore("anything", alice)[0]
+    assert owner != ctx.restore(None, SimpleNamespace(username="bob"))[0]
+    assert ctx.owner(None, alice) == owner
+
+
+def test_user_text_is_escaped():
+    nasty = "<img src=x onerror=alert(1)> **bold** [link](javascript:alert(1)) ![i](http://evil/x.png)"
+    out = render.escape_md(nasty)
+    assert "<img" not in out and "&lt;img" in out
+    assert "](" not in out.replace("\\]\\(", "")  # no live markdown link or image
+    assert render.escape_html('"<b>"') == "&quot;&lt;b&gt;&quot;"
+
+
+def test_conversation_messages_map_every_message_to_its_turn():
+    img = SimpleNamespace(id="i1", role="output", seed=5)
+    upload = SimpleNamespace(id="u1", role="input", seed=None)
+    t1 = SimpleNamespace(
+        id="t1",
+        prompt="a <b>cat</b>",
+        inputs=(),
+        outputs=(img,),
+        status="done",
+        error="",
+        settings={"width": 64, "height": 64, "steps": 4},
+        timings={"total": 1.0},
+    )
+    t2 = SimpleNamespace(
+        id="t2",
+        prompt="edit",
+        inputs=(img, upload),
+        outputs=(),
+        status="failed",
+        error="<script>x</script>",
+        settings={},
+        timings={},
+    )
+    conv = SimpleNamespace(turns=(t1, t2))
+    messages, owners = render.conversation_messages(conv, lambda rec: f"/p/{rec.id}.webp")
+    assert len(messages) == len(owners)
+    assert owners == ["t1", "t1", "t1", "t2", "t2", "t2"]
+    assert "&lt;b&gt;" in messages[0]["content"]
+    assert messages[4]["content"]["path"] == "/p/u1.webp"  # the attachment, not the edited image
+    assert "&lt;script&gt;" in messages[-1]["content"]
+    assert "seed 5" in messages[2]["content"] and "64×64" in messages[2]["content"]
+
+
+def test_panel_values_become_requests():
+    spec = load_registry().get("qwen-image-2.1")
+    v = PanelValues(AUTO, "1K", 30, 4.0, "blurry", 123, False, 2, True)
+    r = to_request(spec, "a cat", [], v)
+    assert (r.aspect_ratio, r.steps, r.true_cfg, r.negative_prompt, r.seed, r.num_images, r.transparent) == (
+        "1:1",
+        30,
+        4.0,
+        "blurry",
+        123,
+        2,
+        True,
+    )
+    r = to_request(spec, "edit", ["img"], PanelValues(AUTO, "1K", 30, 1.0, "ignored", 5, True, 1, False))
+    assert r.aspect_ratio is None and r.negative_prompt is None and r.seed is None
+    again = request_from_settings(
+        "a cat",
+        {
+            "width": 640,
+            "height": 480,
+            "steps": 30,
+            "true_cfg": 4.0,
+            "negative_prompt": "blurry",
+            "seed": 9,
+            "num_images": 1,
+        },
+        [],
+    )
+    assert (again.width, again.height, again.seed, again.negative_prompt) == (640, 480, None, "blurry")
