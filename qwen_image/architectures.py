@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -39,7 +39,7 @@ class Architecture:
         return self.components[component]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_architecture(name: str) -> Architecture:
     path = CONFIG_DIR / "real" / f"{name}.toml"
     if not path.is_file():
@@ -54,7 +54,9 @@ def load_architecture(name: str) -> Architecture:
         )
         for comp in COMPONENTS
     }
-    return Architecture(name=name, components=components, text=data.get("text", {}), processor=data.get("processor", {}))
+    return Architecture(
+        name=name, components=components, text=data.get("text", {}), processor=data.get("processor", {})
+    )
 
 
 def make_config(arch: ComponentArch, overrides: dict | None = None):

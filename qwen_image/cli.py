@@ -96,7 +96,8 @@ def _plan(args) -> int:
     if plan.host_ram_gb:
         print(f"  system RAM for offloaded weights: {plan.host_ram_gb:.1f} GiB")
     for p in others:
-        print(f"  {p.profile:8s} peak {p.peak_gb:7.2f} GiB ({p.peak_phase}){'' if p.fits is None else ' fits' if p.fits else ' too big'}")
+        verdict = "" if p.fits is None else " fits" if p.fits else " too big"
+        print(f"  {p.profile:8s} peak {p.peak_gb:7.2f} GiB ({p.peak_phase}){verdict}")
     return 0
 
 
@@ -139,7 +140,7 @@ def _run(args, images: list) -> int:
     print(file=sys.stderr)
     out = Path(args.out)
     settings = result.request.settings()
-    for i, (image, seed) in enumerate(zip(result.images, result.seeds)):
+    for i, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
         path = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix or '.png'}")
         save_png(image, path, image_settings(settings, seed, i))
         print(f"{path}  seed {seed}  {image.width}x{image.height} {image.mode}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from .architectures import CONFIG_DIR
 
 
-@lru_cache(maxsize=None)
+@cache
 def tile_policy(family: str) -> dict:
     """The project's VAE tile size and stride in pixels (configs/planner.toml), or {} for diffusers' defaults."""
     data = tomllib.loads((CONFIG_DIR / "planner.toml").read_text())["family"][family]

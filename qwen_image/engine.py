@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from . import decode as dec
 from .embed_cache import EmbedCache
@@ -234,7 +234,9 @@ class Engine:
             self._job_lock.release()
 
     def _run(self, r: ResolvedRequest, report, cancel) -> GenerationResult:
-        settings = RunSettings(vae_tiling=self.plan_for(r), vae_slicing=self.profile.vae_slicing, kv_cache=self.spec.kv_cache)
+        settings = RunSettings(
+            vae_tiling=self.plan_for(r), vae_slicing=self.profile.vae_slicing, kv_cache=self.spec.kv_cache
+        )
         notes: list[str] = []
         for attempt in (0, 1):
             failure = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .engine import Engine
 from .hardware import Hardware, detect
 from .loader import LoadOptions
-from .planner import Plan, choose, cpu_plan, predict, planning_workload
+from .planner import Plan, choose, cpu_plan, planning_workload, predict
 from .profiles import get_profile
 from .registry import ModelSpec, resolve_model
 
@@ -46,7 +46,10 @@ def choose_setup(
     plan = choose(spec, vram, ram)
     why = f"most resident profile predicted to fit {vram:.1f} GiB of free VRAM"
     if not plan.fits:
-        why = f"no profile is predicted to fit {vram:.1f} GiB; using the smallest"
+        why = f"no profile is predicted to fit {vram:.1f} GiB of VRAM"
+        if plan.notes:
+            why += f" ({plan.notes[-1]})"
+        why += "; using the smallest"
     return Choice(spec, plan, hw, why)
 
 
@@ -58,7 +61,9 @@ def build_engine(choice: Choice, options: LoadOptions | None = None) -> Engine:
         need = choice.plan.host_ram_gb + choice.plan.weights_gb["transformer"]
         from dataclasses import replace
 
-        options = replace(options, keep_both_transformers=choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85)
+        options = replace(
+            options, keep_both_transformers=choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85
+        )
     engine = Engine(choice.spec, profile, choice.hardware, options, vram_budget_gb=choice.plan.budget_gb)
     engine.step_delay = float(os.environ.get("QIC_STEP_DELAY", "0") or 0)
     return engine

@@ -110,7 +110,13 @@ class JobManager:
         kind = "edit" if resolved.images else "generate"
         job_id = uuid.uuid4().hex
         turn = self.store.start_turn(
-            owner, conversation_id, kind, prompt_label or resolved.prompt, settings, list(input_image_ids), job_id=job_id
+            owner,
+            conversation_id,
+            kind,
+            prompt_label or resolved.prompt,
+            settings,
+            list(input_image_ids),
+            job_id=job_id,
         )
         if turn is None:
             raise ValidationError("That conversation no longer exists; start a new chat.")

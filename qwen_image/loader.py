@@ -115,7 +115,9 @@ def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> 
     import torch
 
     if profile.transformer == "fp8":
-        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype))
+        transformer.enable_layerwise_casting(
+            storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype)
+        )
     if options.attention_backend:
         transformer.set_attention_backend(options.attention_backend)
     if options.compile_blocks:
@@ -146,7 +148,9 @@ class LoadedModel:
                     self._place(self.generate, role)
                 return self.generate
             if role == "edit" and self._edit is None:
-                self._edit = build_edit_pipeline(self.generate, self.spec, self.sources["edit"], self.profile, self.options)
+                self._edit = build_edit_pipeline(
+                    self.generate, self.spec, self.sources["edit"], self.profile, self.options
+                )
             pipe = self.generate if role == "generate" else self._edit
             if self._active != role:
                 self._switch(role, pipe)
@@ -212,7 +216,6 @@ def _group_offload(pipe, profile: Profile, loaded: LoadedModel | None) -> None:
     """Transformer blocks streamed on a CUDA stream; text encoder on the GPU only while encoding; VAE resident."""
     import torch
     from accelerate import cpu_offload_with_hook
-
     from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
     cuda = torch.device("cuda")

@@ -93,8 +93,9 @@ def parse_parameters(text: str) -> dict:
     if not lines:
         return {}
     last = lines[-1]
-    has_pairs = "Steps:" in last or bool(re.match(r"^\w[\w ]*: ", last))
-    body, pairs_line = (lines[:-1], last) if has_pairs and len(lines) > 0 else (lines, "")
+    # A1111 always writes "Steps: N" on the settings line; a one-line prompt like "Style: watercolor" stays a prompt
+    has_pairs = bool(re.search(r"(^|, )Steps: \d", last)) and (len(lines) > 1 or last.startswith("Steps:"))
+    body, pairs_line = (lines[:-1], last) if has_pairs else (lines, "")
     prompt_lines, negative_lines, target = [], [], None
     for line in body:
         if line.startswith("Negative prompt:"):

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 
 from .architectures import CONFIG_DIR, build_module, load_architecture
 from .hardware import GiB
 from .profiles import Profile, get_profile, gpu_profiles
 
 
-@lru_cache(maxsize=None)
+@cache
 def coefficients() -> dict:
     return tomllib.loads((CONFIG_DIR / "planner.toml").read_text())
 
@@ -37,7 +37,7 @@ class ComponentCounts:
     intermediate: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def count_params(arch_name: str) -> dict[str, ComponentCounts]:
     """Parameter counts of every component, on the meta device."""
     import torch
@@ -132,7 +132,9 @@ def _tokens(spec, arch, w: Workload) -> dict:
     target = (w.width * w.height) // fam["latent_pixels_per_token"]
     refs = w.references * (w.reference_resolution**2 // fam["latent_pixels_per_token"])
     text_tokens = w.prompt_tokens + w.references * per_ref_vision
-    vision_patches = w.references * ((text.get("condition_pixels") or w.reference_resolution**2) // text["vision_patch"] ** 2)
+    vision_patches = w.references * (
+        (text.get("condition_pixels") or w.reference_resolution**2) // text["vision_patch"] ** 2
+    )
     return {"te": te_tokens, "target": target, "refs": refs, "text": text_tokens, "vision_patches": vision_patches}
 
 
@@ -186,7 +188,9 @@ def _resident(profile: Profile, weights: dict, counts, phase: str, tr_precision_
     return largest
 
 
-def predict(spec, profile: Profile, workload: Workload, tiling: bool | None = None, budget_gb: float | None = None) -> Plan:
+def predict(
+    spec, profile: Profile, workload: Workload, tiling: bool | None = None, budget_gb: float | None = None
+) -> Plan:
     """Predicted memory of running ``workload`` with ``spec`` under ``profile``.
 
     ``tiling`` None applies the profile's policy: "auto" tiles only when the untiled decode would exceed the budget.
@@ -277,9 +281,15 @@ def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload
         ram_ok = ram_gb is None or plan.host_ram_gb <= ram_gb * co["ram_fraction"]
         if plan.fits and ram_ok:
             return plan
-    return min(plans, key=lambda p: p.peak_gb)
+    smallest = min(plans, key=lambda p: p.peak_gb)
+    if smallest.fits:  # it fits the card, but no profile's offloaded weights fit in system RAM
+        note = f"offloaded weights ({smallest.host_ram_gb:.1f} GiB) exceed the usable system RAM"
+        smallest = replace(smallest, fits=False, notes=(*smallest.notes, note))
+    return smallest
 
 
 def cpu_plan(spec, ram_gb: float, workload: Workload | None = None) -> Plan:
     profile = get_profile("cpu", spec.family)
-    return predict(spec, profile, workload or planning_workload(spec), budget_gb=ram_gb * coefficients()["ram_fraction"])
+    return predict(
+        spec, profile, workload or planning_workload(spec), budget_gb=ram_gb * coefficients()["ram_fraction"]
+    )

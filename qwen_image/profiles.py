@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 
 from .architectures import CONFIG_DIR
 
@@ -51,7 +51,7 @@ class Profile:
         return f"text encoder {te}, transformer {tr}, offload {self.offload}, VAE tiling {self.vae_tiling}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw() -> dict:
     return tomllib.loads((CONFIG_DIR / "profiles.toml").read_text())["profiles"]
 

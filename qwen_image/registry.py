@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .architectures import CONFIG_DIR
@@ -125,7 +125,7 @@ class Registry:
         raise KeyError(f"no model of family {family!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_registry(path: Path | None = None) -> Registry:
     data = tomllib.loads(Path(path or CONFIG_DIR / "models.toml").read_text())
     models = {key: _spec(key, entry) for key, entry in data["models"].items()}

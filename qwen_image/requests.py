@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import sizes
 
@@ -155,8 +155,8 @@ def _check_tokens(text: str, what: str, count_tokens: Callable[[str], int] | Non
     n = count_tokens(text)
     if n > MAX_PROMPT_TOKENS:
         raise ValidationError(
-            f"The {what} is {n} tokens long; the limit is {MAX_PROMPT_TOKENS}. Shorten it by about {n - MAX_PROMPT_TOKENS}"
-            " tokens (nothing is cut off silently).",
+            f"The {what} is {n} tokens long; the limit is {MAX_PROMPT_TOKENS}. Shorten it by about "
+            f"{n - MAX_PROMPT_TOKENS} tokens (nothing is cut off silently).",
             what,
         )
 
@@ -164,7 +164,9 @@ def _check_tokens(text: str, what: str, count_tokens: Callable[[str], int] | Non
 def _resolve_size(req: GenerationRequest, spec, images: tuple) -> tuple[int, int, str | None, str | None]:
     tier = req.tier if req.tier is not None else spec.default_tier
     if tier not in spec.tier_names:
-        raise ValidationError(f"Resolution {tier!r} is not offered; choose one of {', '.join(spec.tier_names)}.", "tier")
+        raise ValidationError(
+            f"Resolution {tier!r} is not offered; choose one of {', '.join(spec.tier_names)}.", "tier"
+        )
     if req.width is not None or req.height is not None:
         if req.width is None or req.height is None:
             raise ValidationError("Give both width and height, or neither.", "size")

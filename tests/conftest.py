@@ -17,7 +17,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def _tiny_engine(model: str):
     from qwen_image.factory import build_engine, choose_setup
 
-    engine = build_engine(choose_setup(model))
+    # the CPU profile even where a GPU is present: these are the CPU tests (tests/test_gpu.py covers CUDA)
+    engine = build_engine(choose_setup(model, profile="cpu"))
     engine.start()
     engine.wait_ready()
     return engine
