@@ -20,13 +20,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     auth = read_auth(args)
     check_public_bind(args.host, auth, args.public, args.share)
-    demo, ctx, choice, interrupted = build(args)
-    print(f"Model:   {choice.spec.label} ({choice.reason}; profile {choice.plan.profile})", flush=True)
-    if choice.spec.tiny:
+    demo, ctx, interrupted = build(args)
+    print(f"Model:   {ctx.spec.label} (loading in the background; the memory profile is logged when chosen)")
+    if ctx.spec.tiny:
         print("         Demo model with random weights: images are noise. On a CUDA GPU the real model is used.")
     print(f"Data:    {ctx.data_dir}" + (f" ({interrupted} interrupted job(s) marked failed)" if interrupted else ""))
     demo.queue(max_size=args.queue_size, default_concurrency_limit=8)
-    demo.launch(**launch_kwargs(args, ctx.media.outbox, auth))
+    demo.launch(**launch_kwargs(args, ctx.media.outbox, auth), prevent_thread_lock=True)
+    ctx.engine.start()  # the page is up; the model loads in the background and the banner shows its status
+    demo.block_thread()
     return 0
 
 

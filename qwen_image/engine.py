@@ -94,11 +94,17 @@ class Engine:
     def __init__(
         self,
         spec: ModelSpec,
-        profile: Profile,
-        hardware: Hardware,
+        profile: Profile | None,
+        hardware: Hardware | None,
         options: LoadOptions | None = None,
         vram_budget_gb: float | None = None,
+        configure: Callable[[], tuple] | None = None,
     ):
+        """``configure`` (optional) runs first in the loading thread and returns (profile, hardware, options,
+        vram_budget_gb): the app serves its page while the hardware is probed and the profile is chosen."""
+        if profile is None and configure is None:
+            raise ValueError("an engine needs a profile or a way to choose one")
+        self._configure = configure
         self.spec = spec
         self.profile = profile
         self.hardware = hardware
@@ -125,8 +131,8 @@ class Engine:
             message=self._message,
             model=self.spec.key,
             model_label=self.spec.label,
-            profile=self.profile.name,
-            device=self.profile.device,
+            profile=self.profile.name if self.profile else "",
+            device=self.profile.device if self.profile else "",
             demo=self.spec.tiny,
         )
 
@@ -147,6 +153,8 @@ class Engine:
     def _load(self) -> None:
         t0 = time.monotonic()
         try:
+            if self._configure is not None:
+                self.profile, self.hardware, self.options, self.vram_budget_gb = self._configure()
             self._tokenizer = load_tokenizer(self.spec, self.options.cache_dir)
             self._tokenizer_ready.set()
             self._set("loading", f"loading {self.spec.label} ({self.profile.summary()})")

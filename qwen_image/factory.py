@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .engine import Engine
 from .hardware import Hardware, detect
@@ -11,6 +14,8 @@ from .loader import LoadOptions
 from .planner import Plan, choose, cpu_plan, planning_workload, predict
 from .profiles import get_profile
 from .registry import ModelSpec, resolve_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,17 +58,50 @@ def choose_setup(
     return Choice(spec, plan, hw, why)
 
 
-def build_engine(choice: Choice, options: LoadOptions | None = None) -> Engine:
+def engine_settings(choice: Choice, options: LoadOptions | None = None) -> tuple:
+    """(profile, hardware, options, vram budget) for an engine running ``choice``."""
     profile = get_profile(choice.plan.profile, choice.spec.family)
     options = options or LoadOptions()
     if options.keep_both_transformers is None and not choice.spec.one_pipeline:
         # the edit transformer stays loaded beside the generate one only when system RAM holds both
         need = choice.plan.host_ram_gb + choice.plan.weights_gb["transformer"]
-        from dataclasses import replace
+        keep = choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85
+        options = replace(options, keep_both_transformers=keep)
+    return profile, choice.hardware, options, choice.plan.budget_gb
 
-        options = replace(
-            options, keep_both_transformers=choice.spec.tiny or need <= choice.hardware.ram_total_gb * 0.85
-        )
-    engine = Engine(choice.spec, profile, choice.hardware, options, vram_budget_gb=choice.plan.budget_gb)
+
+def _slow_motion(engine: Engine) -> Engine:
     engine.step_delay = float(os.environ.get("QIC_STEP_DELAY", "0") or 0)
     return engine
+
+
+def build_engine(choice: Choice, options: LoadOptions | None = None) -> Engine:
+    profile, hardware, options, budget = engine_settings(choice, options)
+    return _slow_motion(Engine(choice.spec, profile, hardware, options, vram_budget_gb=budget))
+
+
+def nvidia_present() -> bool:
+    """A cheap guess (no torch import) whether an NVIDIA GPU is here; the loading thread checks for real."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def deferred_engine(
+    model: str = "auto", family: str | None = None, profile: str | None = None, options: LoadOptions | None = None
+) -> Engine:
+    """An engine whose hardware probe and profile choice run in its loading thread, so a page can be served at once.
+
+    The model is resolved from a torch-free guess of the hardware; if torch disagrees, loading fails with a message.
+    """
+    spec = resolve_model(model, family, cuda=nvidia_present())
+
+    def configure():
+        choice = choose_setup(model, family, profile)
+        if choice.spec.key != spec.key:
+            raise RuntimeError(
+                f"an NVIDIA driver is present but PyTorch cannot use CUDA, so {spec.label} cannot run here; install a "
+                "CUDA build of torch, or start with --model tiny"
+            )
+        log.info("model %s, profile %s: %s", spec.key, choice.plan.profile, choice.reason)
+        return engine_settings(choice, options)
+
+    return _slow_motion(Engine(spec, None, None, options or LoadOptions(), configure=configure))

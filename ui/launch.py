@@ -101,7 +101,7 @@ def browser_secret(data_dir: Path) -> str:
 
 def build(args):
     """Engine (loading in the background), store, jobs and the Blocks app."""
-    from qwen_image.factory import build_engine, choose_setup
+    from qwen_image.factory import deferred_engine
     from qwen_image.jobs import JobManager
     from qwen_image.loader import LoadOptions
     from qwen_image.owners import OwnerTokens
@@ -120,9 +120,8 @@ def build(args):
     media = Media(data_dir / "outbox")
     media.sweep()
 
-    choice = choose_setup(args.model, args.family, args.profile)
     options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
-    engine = build_engine(choice, options)
+    engine = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
     zero = zerogpu_active()
     jobs = JobManager(engine, store, max_queue=args.queue_size, rate_limit=args.rate_limit, start_worker=not zero)
     ctx = AppContext(
@@ -135,11 +134,9 @@ def build(args):
         auth=bool(args.auth or args.auth_file),
     )
     ctx.extra["browser_secret"] = browser_secret(data_dir)
-    if zero:
+    if zero:  # ZeroGPU: the model is loaded (and moved to CUDA) before serving
         engine.start()
         engine.wait_ready()
         ctx.zerogpu_runner = zerogpu_runner(jobs)
-    else:
-        engine.start()
     demo = build_app(ctx)
-    return demo, ctx, choice, interrupted
+    return demo, ctx, interrupted
