@@ -44,7 +44,6 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     chat = ChatHandlers(ctx)
     side = SidebarHandlers(ctx, chat)
     studio = StudioHandlers(ctx)
-    ctx.extra["sidebar_view"] = lambda owner: sidebar_view(ctx, owner)
 
     with gr.Blocks(title="Qwen Image Chat") as demo:
         token = gr.BrowserState(None, storage_key="qwen-image-chat-owner", secret=ctx.extra.get("browser_secret"))
@@ -185,8 +184,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 )
 
         view_out = [chatbot, turn_map, conv, selected, branch, selected_md, download]
-        chat_out = [*view_out, msg, owner, status, gallery, side_ids]
+        chat_out = [*view_out, msg, owner, status]
         side_out = [gallery, side_ids]
+
+        def refresh_sidebar(own):
+            return sidebar_view(ctx, own) if own else (gr.skip(), gr.skip())
+
+        refresh = {"fn": refresh_sidebar, "inputs": [owner], "outputs": side_out, **PRIVATE}
 
         def on_load(tok, request: gr.Request):
             own, new_tok = ctx.restore(tok, request)
@@ -199,14 +203,17 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         )
         timer.tick(lambda: banner_text(ctx), None, banner, **PRIVATE, queue=False, show_progress="hidden")
 
-        msg.submit(chat.send, [msg, owner, conv, branch, *panel], chat_out, api_name="chat", **GPU)
-        regen_btn.click(chat.regenerate, [owner, conv, selected], chat_out, api_name="regenerate", **GPU)
+        # GPU events return their own results; the sidebar is refreshed by a chained private event
+        msg.submit(chat.send, [msg, owner, conv, branch, *panel], chat_out, api_name="chat", **GPU).then(**refresh)
+        regen_btn.click(chat.regenerate, [owner, conv, selected], chat_out, api_name="regenerate", **GPU).then(
+            **refresh
+        )
         stop_btn.click(chat.stop, [owner, conv], status, api_name="stop")
         chatbot.select(chat.select_message, [owner, conv, turn_map, branch], view_out, **PRIVATE)
         select_api.click(chat.select_turn, [turn_no, owner, conv, branch], view_out, api_name="select_turn")
         use_btn.click(chat.use_as_input, [owner, conv, selected], view_out, api_name="use_as_input")
         clear_branch_btn.click(chat.clear_branch, [owner, conv, selected], view_out, api_name="edit_latest")
-        undo_btn.click(chat.undo, [owner, conv], [*view_out, *side_out], api_name="undo")
+        undo_btn.click(chat.undo, [owner, conv], view_out, api_name="undo").then(**refresh)
         new_btn.click(chat.new_chat, [owner], [*view_out, owner], api_name="new_chat")
         open_api.click(chat.open_conversation, [conv_box, owner], [*view_out, owner], api_name="open_conversation")
         gallery.select(side.open_selected, [side_ids, owner], [*view_out, owner], **PRIVATE)
@@ -260,10 +267,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 g_transp,
                 owner,
             ],
-            [g_gallery, g_info, owner, *side_out],
+            [g_gallery, g_info, owner],
             api_name="generate",
             **GPU,
-        )
+        ).then(**refresh)
         g_stop.click(studio.stop, [owner], g_info, api_name="stop_generate")
         g_gallery.select(_selected_index, None, g_pick, **PRIVATE, queue=False)
         g_to_edit.click(studio.gallery_to_refs, [refs, g_gallery, g_pick], refs, **PRIVATE)
@@ -286,10 +293,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 e_transp,
                 owner,
             ],
-            [e_gallery, e_info, owner, *side_out],
+            [e_gallery, e_info, owner],
             api_name="edit",
             **GPU,
-        )
+        ).then(**refresh)
         e_stop.click(studio.stop, [owner], e_info, api_name="stop_edit")
         refs.change(studio.marks_background, refs, marks, **PRIVATE)
     return demo

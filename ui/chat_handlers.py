@@ -112,17 +112,16 @@ class ChatHandlers:
             return
         active = self.ctx.jobs.active(owner, conv_id)
         if not active:  # it may have ended between the page's first render and now: show the final state
-            yield (*self.view(owner, conv_id, None, None), gr.skip(), owner, "", gr.skip(), gr.skip())
+            yield (*self.view(owner, conv_id, None, None), gr.skip(), owner, "")
             return
         yield from self._follow(owner, conv_id, active[-1], clear_box=False, progress=progress)
 
     def _skip_all(self):
-        return tuple(gr.skip() for _ in range(12))
+        return tuple(gr.skip() for _ in range(10))
 
     def _follow(self, owner, conv_id, snap, clear_box: bool, progress):
         """Yield the conversation while its job runs; the final view once it ends."""
         box = gr.update(value=None) if clear_box else gr.skip()
-        sidebar = self.ctx.extra["sidebar_view"](owner)  # (gallery, ids)
         runner = self.ctx.zerogpu_runner
         stream = runner(snap.id) if runner else self.ctx.jobs.follow(owner, snap.id)
         last = snap
@@ -131,8 +130,8 @@ class ChatHandlers:
             if p is not None and p.phase == "denoising" and p.total:
                 progress((p.step, p.total), desc=render.progress_text(last))
             view = self.view(owner, conv_id, None, None, live=last)
-            yield (*view, box, owner, render.progress_text(last), *sidebar)
-            box, sidebar = gr.skip(), (gr.skip(), gr.skip())
+            yield (*view, box, owner, render.progress_text(last))
+            box = gr.skip()
         status = {"done": "", "cancelled": "Stopped."}.get(last.state, f"⚠️ {render.escape_md(last.error)}")
         if last.state == "done" and last.notes:
             status = " ".join(render.escape_md(n) for n in last.notes)
@@ -140,7 +139,7 @@ class ChatHandlers:
         elif last.state == "failed":
             gr.Warning(render.escape_html(last.error or "the job failed"))
         view = self.view(owner, conv_id, None, None)
-        yield (*view, gr.skip(), owner, status, *self.ctx.extra["sidebar_view"](owner))
+        yield (*view, gr.skip(), owner, status)
 
     @staticmethod
     def _latest_output(conv) -> str | None:
@@ -184,7 +183,7 @@ class ChatHandlers:
             raise gr.Error("Wait for the running job to finish (or stop it) before undoing.")
         if not conv_id or not self.ctx.store.delete_last_turn(owner, conv_id):
             raise gr.Error("There is nothing to undo.")
-        return (*self.view(owner, conv_id, None, None), *self.ctx.extra["sidebar_view"](owner))
+        return self.view(owner, conv_id, None, None)
 
     def stop(self, owner_state, conv_id, request: gr.Request = None):
         owner = self.ctx.owner(owner_state, request)

@@ -12,25 +12,34 @@ import time
 from pathlib import Path
 
 PREVIEW_SIDE = 768
+THUMB_SIDE = 160
 
 
 class Media:
     def __init__(self, outbox: Path):
         self.outbox = Path(outbox)
         (self.outbox / "previews").mkdir(parents=True, exist_ok=True)
+        (self.outbox / "thumbs").mkdir(parents=True, exist_ok=True)
         (self.outbox / "downloads").mkdir(parents=True, exist_ok=True)
 
     def preview(self, record) -> str:
         """A WebP preview (longest side 768 px, alpha kept) of a stored image; made once."""
+        return self._small(record, "previews", PREVIEW_SIDE)
+
+    def thumbnail(self, record) -> str:
+        """A small WebP for the conversation list."""
+        return self._small(record, "thumbs", THUMB_SIDE)
+
+    def _small(self, record, folder: str, side: int) -> str:
         from PIL import Image
 
-        target = self.outbox / "previews" / f"{record.id}.webp"
+        target = self.outbox / folder / f"{record.id}.webp"
         if target.is_file():
             return str(target)
         try:
             with Image.open(record.path) as im:
                 im.load()
-                im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+                im.thumbnail((side, side))
                 tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
                 im.save(tmp, format="WEBP", quality=88)
             os.replace(tmp, target)
@@ -53,7 +62,7 @@ class Media:
     def sweep(self, max_age: float = 86400.0) -> None:
         """Forget derived files older than ``max_age`` (they are remade on demand)."""
         now = time.time()
-        for sub in ("previews", "downloads"):
+        for sub in ("previews", "thumbs", "downloads"):
             for path in (self.outbox / sub).iterdir():
                 try:
                     if now - path.stat().st_mtime > max_age:

@@ -31,7 +31,7 @@ def sidebar_view(ctx: AppContext, owner: str, query: str | None = None):
     for s in summaries:
         thumb = placeholder
         if s.thumbnail is not None:
-            thumb = ctx.media.preview(_Thumb(s.thumbnail))
+            thumb = ctx.media.thumbnail(_Thumb(s.thumbnail))
         title = (s.title or "Untitled").replace("\n", " ")
         items.append((thumb, title if len(title) <= 60 else title[:59] + "…"))
         ids.append(s.id)

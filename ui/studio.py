@@ -8,7 +8,6 @@ from qwen_image.requests import GenerationRequest, ValidationError
 
 from . import render
 from .context import AppContext, user_error
-from .sidebar import sidebar_view
 
 MARK_COLOR = "#ff2a2a"
 MARK_HINT_20B = " Change only the area marked in red, and remove the red marks."
@@ -148,20 +147,20 @@ class StudioHandlers:
             p = last.progress
             if p is not None and p.phase == "denoising" and p.total:
                 progress((p.step, p.total), desc=render.progress_text(last))
-            yield gr.skip(), render.progress_text(last), owner, gr.skip(), gr.skip()
+            yield gr.skip(), render.progress_text(last), owner
         turn = self.ctx.store.get_turn(owner, last.turn_id)
         if last.state != "done" or turn is None:
             msg = "Stopped." if last.state == "cancelled" else f"⚠️ {render.escape_md(last.error)}"
             if last.state == "failed":
                 gr.Warning(render.escape_html(last.error or "the job failed"))
-            yield gr.skip(), msg, owner, *sidebar_view(self.ctx, owner)
+            yield gr.skip(), msg, owner
             return
         files = [
             (self.ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs
         ]
         info = render.settings_line(turn.settings, None, turn.timings)
         info = f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar"
-        yield files, info, owner, *sidebar_view(self.ctx, owner)
+        yield files, info, owner
 
     def stop(self, owner_state, request: gr.Request = None):
         owner = self.ctx.owner(owner_state, request)
