@@ -201,7 +201,11 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         demo.load(on_load, [token], [token, owner, *view_out, *side_out], **PRIVATE).then(
             chat.resume, [owner, conv], chat_out, **PRIVATE
         )
-        timer.tick(lambda: banner_text(ctx), None, banner, **PRIVATE, queue=False, show_progress="hidden")
+        def tick():
+            settled = ctx.engine.status.state in ("ready", "error")
+            return banner_text(ctx), gr.Timer(active=not settled)
+
+        timer.tick(tick, None, [banner, timer], **PRIVATE, queue=False, show_progress="hidden")
 
         # GPU events return their own results; the sidebar is refreshed by a chained private event
         msg.submit(chat.send, [msg, owner, conv, branch, *panel], chat_out, api_name="chat", **GPU).then(**refresh)
