@@ -201,6 +201,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         demo.load(on_load, [token], [token, owner, *view_out, *side_out], **PRIVATE).then(
             chat.resume, [owner, conv], chat_out, **PRIVATE
         )
+
         def tick():
             settled = ctx.engine.status.state in ("ready", "error")
             return banner_text(ctx), gr.Timer(active=not settled)
