@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -208,7 +207,6 @@ def processor_settings(arch) -> dict:
 def build_parts(spec, ctx: Context) -> dict:
     """Scheduler, tokenizer/processor, VAE and the bf16 text encoder of a model (random weights)."""
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler
 
     from qwen_image import tiny
     from qwen_image.architectures import load_architecture
@@ -218,20 +216,12 @@ def build_parts(spec, ctx: Context) -> dict:
     processor = None
     if spec.one_pipeline:  # 2.1 reads prompts through its processor; the 20B generate pipeline needs the tokenizer
         settings = arch.processor or processor_settings(arch)
-        processor = tiny._processor(types.SimpleNamespace(processor=settings), tokenizer)
+        processor = tiny.make_processor(settings, tokenizer)
     vocab = arch["text_encoder"].kwargs["text_config"]["vocab_size"]
     torch.manual_seed(0)
-    te = build_bf16(arch["text_encoder"], ctx.device, tiny._token_overrides(tokenizer, vocab))
+    te = build_bf16(arch["text_encoder"], ctx.device, tiny.token_overrides(tokenizer, vocab))
     vae = build_bf16(arch["vae"], ctx.device)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256,
-        base_shift=0.5,
-        max_image_seq_len=8192,
-        max_shift=0.9,
-        shift=1.0,
-        use_dynamic_shifting=True,
-        time_shift_type="exponential",
-    )
+    scheduler = tiny.make_scheduler()
     return {"tokenizer": tokenizer, "processor": processor, "vae": vae, "te_full": te, "scheduler": scheduler}
 
 

@@ -96,9 +96,9 @@ def mid_pipeline():
     spec = load_registry().get("qwen-image-2.1")
     arch = load_architecture(spec.real_config)
     tokenizer = tiny.build_tokenizer()
-    processor = tiny._processor(types.SimpleNamespace(processor=processor_settings(arch)), tokenizer)
+    processor = tiny.make_processor(processor_settings(arch), tokenizer)
     vocab = arch["text_encoder"].kwargs["text_config"]["vocab_size"]
-    overrides = tiny._token_overrides(tokenizer, vocab)  # special-token ids of the local tokenizer
+    overrides = tiny.token_overrides(tokenizer, vocab)  # special-token ids of the local tokenizer
     reduced = reduced_overrides(spec.family, 2, 1)  # 2 text layers, 1 vision block
     overrides["text_config"].update(reduced["text_config"])
     overrides["vision_config"] = reduced["vision_config"]
@@ -114,15 +114,7 @@ def mid_pipeline():
     transformer = build_module(arch["transformer"], device="cpu", overrides={"num_layers": 2}).to(device, dtype)
     vae = build_module(arch["vae"], device="cpu").to(device, dtype)
     parts = {"tokenizer": tokenizer, "processor": processor}
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256,
-        base_shift=0.5,
-        max_image_seq_len=8192,
-        max_shift=0.9,
-        shift=1.0,
-        use_dynamic_shifting=True,
-        time_shift_type="exponential",
-    )
+    scheduler = tiny.make_scheduler()
     pipe = diffusers.QwenImage21Pipeline(
         scheduler=scheduler, vae=vae, text_encoder=te, processor=processor, transformer=transformer
     )

@@ -88,7 +88,7 @@ def build_tokenizer():
     return tokenizer
 
 
-def _token_overrides(tokenizer, vocab_size: int) -> dict:
+def token_overrides(tokenizer, vocab_size: int) -> dict:
     """Special-token ids of the locally built tokenizer, for the text encoder config."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     if len(tokenizer) > vocab_size:
@@ -106,10 +106,10 @@ def _token_overrides(tokenizer, vocab_size: int) -> dict:
     }
 
 
-def _processor(arch, tokenizer):
+def make_processor(p: dict, tokenizer):
+    """A Qwen2-VL / Qwen3-VL processor from image-processor settings (patch, merge, pixel bounds)."""
     import transformers
 
-    p = arch.processor
     image_kwargs = dict(
         patch_size=p["patch_size"],
         merge_size=p["merge_size"],
@@ -129,10 +129,24 @@ def _processor(arch, tokenizer):
     )
 
 
+def make_scheduler():
+    """The flow-matching scheduler with the settings the Qwen-Image checkpoints ship (dynamic, exponential shift)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        use_dynamic_shifting=True,
+        time_shift_type="exponential",
+    )
+
+
 def build_components(arch_name: str, seed: int = 0) -> dict:
     """Random-weight components of a tiny architecture (float32, CPU)."""
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler
 
     arch = load_architecture(arch_name)
     tokenizer = build_tokenizer()
@@ -142,23 +156,14 @@ def build_components(arch_name: str, seed: int = 0) -> dict:
     vae = build_module(arch["vae"], device="cpu")
     torch.manual_seed(seed + 2)
     vocab_size = arch["text_encoder"].kwargs["text_config"]["vocab_size"]
-    text_encoder = build_module(arch["text_encoder"], device="cpu", overrides=_token_overrides(tokenizer, vocab_size))
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256,
-        base_shift=0.5,
-        max_image_seq_len=8192,
-        max_shift=0.9,
-        shift=1.0,
-        use_dynamic_shifting=True,
-        time_shift_type="exponential",
-    )
+    text_encoder = build_module(arch["text_encoder"], device="cpu", overrides=token_overrides(tokenizer, vocab_size))
     return {
         "transformer": transformer,
         "vae": vae,
         "text_encoder": text_encoder,
         "tokenizer": tokenizer,
-        "processor": _processor(arch, tokenizer),
-        "scheduler": scheduler,
+        "processor": make_processor(arch.processor, tokenizer),
+        "scheduler": make_scheduler(),
     }
 
 

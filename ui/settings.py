@@ -84,20 +84,25 @@ def build_panel(spec, with_auto: bool = True, show_ratio: bool = True):
 
 
 def to_request(
-    spec, prompt: str, images: list, v: PanelValues, match_reference: int | None = None
+    spec, prompt, images: list, v: PanelValues, match_reference: int | None = None, size: tuple | None = None
 ) -> GenerationRequest:
-    """A request from the panel's values; ``images`` are PIL references (the edited image first)."""
+    """A request from the panel's values; ``images`` are PIL references (the edited image first); ``size`` is an
+    explicit (width, height) that replaces the ratio and tier."""
     ratio = None if v.ratio in (AUTO, None, "") else v.ratio
     if ratio is None and not images and match_reference is None:
         ratio = "1:1"
+    if match_reference is not None or size is not None:
+        ratio = None
     cfg = float(v.cfg) if v.cfg is not None else None
     negative = v.negative if cfg is not None and cfg > 1 else None
     seed = None if v.randomize or v.seed is None else v.seed
     return GenerationRequest(
-        prompt=prompt,
+        prompt=prompt if isinstance(prompt, str) else "",
         negative_prompt=negative,
         images=tuple(images),
-        aspect_ratio=ratio if match_reference is None else None,
+        aspect_ratio=ratio,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
         tier=v.tier,
         match_reference=match_reference,
         steps=None if spec.sigmas else v.steps,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from qwen_image.requests import GenerationRequest, ValidationError
+from qwen_image.requests import ValidationError
 
 from . import render
 from .context import AppContext, user_error
+from .settings import PanelValues, to_request
 
 MARK_COLOR = "#ff2a2a"
 MARK_HINT_20B = " Change only the area marked in red, and remove the red marks."
@@ -17,10 +18,6 @@ EXAMPLES = [
     "An isometric cozy reading room with plants and a cat, warm evening light, 3D render",
     "A watercolor map of an imaginary island with mountains, rivers and a lighthouse",
 ]
-
-
-def _optional_int(value):
-    return None if value in (None, "") else int(value)
 
 
 class StudioHandlers:
@@ -50,20 +47,9 @@ class StudioHandlers:
         owner = ctx.owner(owner_state, request)
         spec = ctx.spec
         try:
-            cfg = float(cfg) if cfg is not None else None
-            req = GenerationRequest(
-                prompt=prompt if isinstance(prompt, str) else "",
-                negative_prompt=negative if cfg is not None and cfg > 1 else None,
-                aspect_ratio=None if custom else ratio,
-                tier=tier,
-                width=_optional_int(width) if custom else None,
-                height=_optional_int(height) if custom else None,
-                steps=None if spec.sigmas else steps,
-                true_cfg=cfg,
-                seed=None if randomize else seed,
-                num_images=num_images,
-                transparent=bool(transparent) and spec.transparent,
-            )
+            values = PanelValues(ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent)
+            size = (width, height) if custom else None  # checked (and snapped) by the engine's validation
+            req = to_request(spec, prompt, [], values, size=size)
             ctx.engine.resolve(req)
             conv_id = ctx.store.create_conversation(owner)
             snap = ctx.jobs.submit(owner, conv_id, req, [], req.prompt.strip())
@@ -104,21 +90,9 @@ class StudioHandlers:
                 images[0] = marked
                 if spec.family == "qwen-image":
                     prompt = prompt.rstrip() + MARK_HINT_20B
-            cfg = float(cfg) if cfg is not None else None
-            follow = _optional_int(match) if ratio in (None, "", "match") else None
-            req = GenerationRequest(
-                prompt=prompt,
-                negative_prompt=negative if cfg is not None and cfg > 1 else None,
-                images=tuple(images),
-                aspect_ratio=None if follow else ratio,
-                match_reference=follow,
-                tier=tier,
-                steps=None if spec.sigmas else steps,
-                true_cfg=cfg,
-                seed=None if randomize else seed,
-                num_images=num_images,
-                transparent=bool(transparent) and spec.transparent,
-            )
+            follow = match if ratio in (None, "", "match") else None
+            values = PanelValues(ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent)
+            req = to_request(spec, prompt, images, values, match_reference=follow)
             ctx.engine.resolve(req)
             conv_id = ctx.store.create_conversation(owner)
             ids = [ctx.store.add_input_image(owner, conv_id, im).id for im in images]
