@@ -157,23 +157,31 @@ class JobManager:
             key=lambda s: s.created_at,
         )
 
-    def follow(self, owner: str, job_id: str, poll: float = 0.25, timeout: float | None = None):
-        """Yield the job's snapshots as they change, ending with the terminal one."""
+    def follow(self, owner: str, job_id: str, poll: float = 0.25, timeout: float | None = None, every: float = 0.2):
+        """Yield the job's snapshots as they change, ending with the terminal one.
+
+        A change of state is yielded at once; progress-only changes at most once per ``every`` seconds (the
+        latest one), so that a fast model's steps do not flood the page and starve the job of the GIL.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
+        last, last_at = None, 0.0
         while True:
             snap = self.get(owner, job_id)
             if snap is None:
                 return
             if snap != last:
-                yield snap
-                last = snap
+                due = last is None or snap.state != last.state or time.monotonic() - last_at >= every
+                if due:
+                    yield snap
+                    last, last_at = snap, time.monotonic()
             if snap.finished:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 return
+            wait = poll if snap == last else max(0.0, min(poll, last_at + every - time.monotonic()))
             with self._changed:
-                self._changed.wait(poll)
+                if self.get(owner, job_id) == snap:
+                    self._changed.wait(wait)
 
     def cancel(self, owner: str, job_id: str | None = None, conversation_id: str | None = None) -> int:
         """Stop the owner's job (or all of the owner's jobs in a conversation); returns how many were signalled."""

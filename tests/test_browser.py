@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from appserver import running_app
@@ -66,9 +67,21 @@ def test_chat_generate_then_edit_in_browser(browser, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
 
+        # the full-resolution PNG, with its settings, is linked from the turn's bubble
+        href = page.locator("#qic-chat a", has_text="PNG").last.get_attribute("href")
+        png = page.request.get(urljoin(page.url, href))
+        assert png.ok and png.body().startswith(b"\x89PNG") and b"parameters" in png.body()
+
+        # the chat's own icons: retry runs the last turn again as #3, undo removes it
+        page.locator("#qic-chat button[aria-label='Retry']").last.click()
+        page.get_by_text("#3").first.wait_for(timeout=120_000)
+        page.locator("#qic-chat button[aria-label='Undo']").last.click()
+        page.get_by_text("#3").first.wait_for(state="detached", timeout=60_000)
+
         # a reload shows the same conversation again (it lives on the server)
         page.reload(wait_until="domcontentloaded")
         page.get_by_text("#2").first.wait_for(timeout=60_000)
+        assert page.get_by_text("#3").count() == 0
         page.close()
 
 

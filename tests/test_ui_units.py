@@ -86,6 +86,24 @@ def test_conversation_messages_map_every_message_to_its_turn():
     assert "seed 5" in messages[2]["content"] and "64×64" in messages[2]["content"]
 
 
+def test_finished_turns_link_their_full_resolution_pngs(tmp_path):
+    from ui.media import Media
+
+    png = tmp_path / "stored.png"
+    png.write_bytes(b"\x89PNG fake")
+    outs = tuple(SimpleNamespace(id=f"i{n}", role="output", seed=n, path=png) for n in (7, 8))
+    turn = SimpleNamespace(
+        id="t", prompt="p", inputs=(), outputs=outs, status="done", error="", settings={}, timings={}
+    )
+    media = Media(tmp_path / "out box")
+    line = render.turn_messages(turn, lambda rec: "x.webp", 3, media.download_url)[-1]["content"]
+    assert "[⬇ 1](gradio_api/file=" in line and "[⬇ 2](" in line
+    assert "out%20box/downloads/i8/qwen-image-3-8.png)" in line  # quoted, named after turn and seed
+    assert (tmp_path / "out box/downloads/i8/qwen-image-3-8.png").read_bytes() == png.read_bytes()
+    single = SimpleNamespace(**{**vars(turn), "outputs": outs[:1]})
+    assert "[⬇ PNG](" in render.turn_messages(single, lambda rec: "x.webp", 1, media.download_url)[-1]["content"]
+
+
 def test_panel_values_become_requests():
     spec = load_registry().get("qwen-image-2.1")
     v = PanelValues(AUTO, "1K", 30, 4.0, "blurry", 123, False, 2, True)

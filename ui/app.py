@@ -55,7 +55,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"), gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=220, elem_id="qic-sidebar"):
-                    new_btn = gr.Button("＋ New chat", variant="primary")
+                    new_btn = gr.Button("+ New chat", variant="primary")
                     search = gr.Textbox(placeholder="Search prompts…", show_label=False, max_length=200)
                     gallery = gr.Gallery(
                         label="Conversations",
@@ -213,6 +213,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         regen_btn.click(chat.regenerate, [owner, conv, selected], chat_out, api_name="regenerate", **GPU).then(
             **refresh
         )
+        # the chat's own retry/undo icons (private: the API has /regenerate and /undo)
+        retry = {"api_name": "retry_icon", **GPU, **PRIVATE}
+        chatbot.retry(chat.retry, [owner, conv, turn_map], chat_out, **retry).then(**refresh)
+        chatbot.undo(chat.undo, [owner, conv], view_out, api_name="undo_icon", **PRIVATE).then(**refresh)
         stop_btn.click(chat.stop, [owner, conv], status, api_name="stop")
         chatbot.select(chat.select_message, [owner, conv, turn_map, branch], view_out, **PRIVATE)
         select_api.click(chat.select_turn, [turn_no, owner, conv, branch], view_out, api_name="select_turn")

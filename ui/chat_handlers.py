@@ -30,7 +30,9 @@ class ChatHandlers:
         conv = self.ctx.store.get_conversation(owner, conv_id) if conv_id else None
         if conv is None:
             conv_id, selected, branch = None, None, None
-        messages, turn_map = render.conversation_messages(conv, self.ctx.media.preview, live)
+        messages, turn_map = render.conversation_messages(
+            conv, self.ctx.media.preview, live, self.ctx.media.download_url
+        )
         turn_ids = [t.id for t in conv.turns] if conv else []
         if selected not in turn_ids:
             selected = turn_ids[-1] if turn_ids else None
@@ -104,6 +106,14 @@ class ChatHandlers:
         except Exception as exc:
             raise user_error(exc) from None
         yield from self._follow(owner, conv_id, snap, clear_box=False, progress=progress)
+
+    def retry(
+        self, owner_state, conv_id, turn_map, evt: gr.RetryData, request: gr.Request = None, progress=gr.Progress()
+    ):
+        """The chat's own retry icon: run that message's turn again with a new seed."""
+        index = evt.index if isinstance(evt.index, int) else None
+        turn_id = turn_map[index] if index is not None and 0 <= index < len(turn_map or []) else None
+        yield from self.regenerate(owner_state, conv_id, turn_id, request, progress)
 
     def resume(self, owner, conv_id, request: gr.Request = None, progress=gr.Progress()):
         """After a page load: follow this conversation's running job, if any, until it ends."""

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 PREVIEW_SIDE = 768
 THUMB_SIDE = 160
@@ -58,6 +59,10 @@ class Media:
             except OSError:
                 shutil.copyfile(record.path, target)
         return str(target)
+
+    def download_url(self, record, name: str | None = None) -> str:
+        """A relative URL (works behind a proxy's sub-path) that serves the full-resolution PNG."""
+        return "gradio_api/file=" + quote(self.download(record, name))
 
     def sweep(self, max_age: float = 86400.0) -> None:
         """Forget derived files older than ``max_age`` (they are remade on demand)."""

@@ -61,8 +61,11 @@ def progress_text(snap) -> str:
     return "⏳ Finishing…"
 
 
-def turn_messages(turn, preview, position: int) -> list[dict]:
-    """Chat messages of one turn: the user's prompt (+ attachments), then the result or its status."""
+def turn_messages(turn, preview, position: int, link=None) -> list[dict]:
+    """Chat messages of one turn: the user's prompt (+ attachments), then the result or its status.
+
+    ``link(record, name)``, when given, is the URL of an output's full-resolution PNG, linked from the summary line.
+    """
     msgs = [{"role": "user", "content": escape_md(turn.prompt)}]
     for img in turn.inputs:
         if img.role == "input":
@@ -74,6 +77,13 @@ def turn_messages(turn, preview, position: int) -> list[dict]:
         line = settings_line(turn.settings, seeds[0] if len(seeds) == 1 else None, turn.timings)
         if len(seeds) > 1:
             line = f"seeds {', '.join(str(s) for s in seeds)} · {line}"
+        if link is not None:
+            many = len(turn.outputs) > 1
+            links = [
+                f"[⬇ {i if many else 'PNG'}]({link(img, f'qwen-image-{position}-{img.seed}.png')})"
+                for i, img in enumerate(turn.outputs, 1)
+            ]
+            line += " · " + " ".join(links)
         msgs.append({"role": "assistant", "content": f"**#{position}** · {line}"})
     elif turn.status == "running":
         msgs.append({"role": "assistant", "content": "⏳ Working on it…"})
@@ -86,7 +96,7 @@ def turn_messages(turn, preview, position: int) -> list[dict]:
     return msgs
 
 
-def conversation_messages(conversation, preview, live=None) -> tuple[list[dict], list[str]]:
+def conversation_messages(conversation, preview, live=None, link=None) -> tuple[list[dict], list[str]]:
     """All messages of a conversation and, for each message, the id of the turn it belongs to.
 
     ``live`` is the snapshot of a job still running in this conversation: its placeholder shows the progress.
@@ -95,7 +105,7 @@ def conversation_messages(conversation, preview, live=None) -> tuple[list[dict],
     if conversation is None:
         return messages, owners
     for i, turn in enumerate(conversation.turns, 1):
-        msgs = turn_messages(turn, preview, i)
+        msgs = turn_messages(turn, preview, i, link)
         if live is not None and turn.id == live.turn_id and turn.status == "running":
             msgs[-1] = {"role": "assistant", "content": progress_text(live)}
         messages.extend(msgs)

@@ -72,9 +72,8 @@ def build_panel(spec, with_auto: bool = True, show_ratio: bool = True):
         placeholder="what to steer away from",
         max_length=4000,
     )
-    with gr.Row():
-        seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-        randomize = gr.Checkbox(value=True, label="Random seed")
+    seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+    randomize = gr.Checkbox(value=True, label="Random seed each time")
     num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
     transparent = gr.Checkbox(value=False, label="Transparent background", visible=spec.transparent)
     ratio.change(lambda r, t: size_note(spec, r, t), [ratio, tier], size, api_visibility="private", queue=False)

@@ -1,0 +1,68 @@
+"""The job manager on its own, with a stand-in engine (no model needed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+from PIL import Image
+
+from qwen_image.engine import Progress
+from qwen_image.jobs import JobManager
+from qwen_image.requests import GenerationRequest
+from qwen_image.store import Store
+
+OWNER = "anon-" + "b" * 24
+
+
+class FastEngine:
+    """Reports many denoising steps in quick succession, like the tiny model does."""
+
+    def __init__(self, steps: int, step_seconds: float):
+        self.steps, self.step_seconds = steps, step_seconds
+        self.started = threading.Event()
+
+    def resolve(self, request):
+        return SimpleNamespace(prompt=request.prompt, images=(), settings=lambda: {"prompt": request.prompt})
+
+    def generate(self, resolved, on_progress=None, cancel=None):
+        self.started.set()
+        for i in range(1, self.steps + 1):
+            time.sleep(self.step_seconds)
+            on_progress(Progress("denoising", i, self.steps))
+        return SimpleNamespace(
+            images=[Image.new("RGB", (16, 16), "red")], seeds=[1], timings={"total": 0.1}, notes=("a note",)
+        )
+
+
+def follow_all(engine, tmp_path, **follow_kwargs):
+    store = Store(tmp_path)
+    jobs = JobManager(engine, store)
+    try:
+        store.ensure_owner(OWNER)
+        conv = store.create_conversation(OWNER)
+        snap = jobs.submit(OWNER, conv, GenerationRequest(prompt="fast"), [])
+        return list(jobs.follow(OWNER, snap.id, timeout=60, **follow_kwargs))
+    finally:
+        jobs.shutdown()
+        store.close()
+
+
+def test_fast_progress_is_coalesced_but_every_state_change_arrives(tmp_path):
+    seen = follow_all(FastEngine(steps=200, step_seconds=0.002), tmp_path, every=0.1)
+    states = [s.state for s in seen]
+    assert states[-1] == "done" and seen[-1].notes == ("a note",)
+    assert "running" in states
+    # 200 steps in ~0.4 s: a handful of progress snapshots, not 200
+    progress = [s for s in seen if s.state == "running" and s.progress is not None]
+    assert 1 <= len(progress) < 40
+    steps = [s.progress.step for s in progress]
+    assert steps == sorted(steps)
+
+
+def test_slow_steps_are_each_shown(tmp_path):
+    seen = follow_all(FastEngine(steps=4, step_seconds=0.3), tmp_path, every=0.1)
+    steps = [s.progress.step for s in seen if s.state == "running" and s.progress is not None]
+    assert steps == [1, 2, 3, 4]
+    assert seen[-1].state == "done"
