@@ -81,9 +81,20 @@ def size_for(spec, ratio: str, tier: str) -> tuple[int, int]:
     return fit(spec, side * math.sqrt(w / h), side / math.sqrt(w / h))
 
 
+SAME_SHAPE = 0.01  # relative difference of aspect ratios taken as the same shape
+
+
 def size_like(spec, width: int, height: int, tier: str) -> tuple[int, int]:
-    """An output size with the aspect ratio of a given image (e.g. the reference being edited)."""
+    """An output size with the aspect ratio of a given image (e.g. the reference being edited).
+
+    An image of one of the model's own shapes at this tier gets exactly that size back, so that editing a generated
+    image keeps its size, however many edits follow.
+    """
     ratio = min(MAX_ASPECT, max(1 / MAX_ASPECT, width / height))
+    own = [size_for(spec, r, tier) for r in spec.ratios]
+    closest = min(own, key=lambda s: abs(math.log(s[0] / s[1] / ratio)))
+    if abs(math.log(closest[0] / closest[1] / ratio)) <= SAME_SHAPE:
+        return closest
     side = dict(spec.tiers)[tier]
     return fit(spec, side * math.sqrt(ratio), side / math.sqrt(ratio))
 

@@ -85,6 +85,22 @@ def test_chat_generate_edit_regenerate_branch_undo(app):
     assert not any(p.exists() for p in undone_files)
 
 
+def test_the_tenth_edit_still_works_and_keeps_the_size(app):
+    c = client(app)
+    chat(c, "a wide mountain lake", ratio="16:9", steps=2)
+    for n in range(1, 11):
+        chat(c, f"edit number {n}", steps=2)
+    [(owner, conv_id, conv)] = conversations(app, "a wide mountain lake")
+    assert len(conv.turns) == 11 and all(t.status == "done" and len(t.outputs) == 1 for t in conv.turns)
+    size = (conv.turns[0].settings["width"], conv.turns[0].settings["height"])
+    assert size[0] > size[1]
+    for before, turn in zip(conv.turns, conv.turns[1:], strict=False):
+        assert turn.kind == "edit" and turn.inputs[0].id == before.outputs[0].id  # each edits the latest image
+        assert (turn.settings["width"], turn.settings["height"]) == size
+        with Image.open(turn.outputs[0].path) as im:
+            assert im.size == size
+
+
 def test_stop_mid_generation_then_next_request_works(app):
     c = client(app)
     job = c.submit({**MSG, "text": "a slow painting"}, steps=80, api_name="/chat")
