@@ -109,6 +109,10 @@ def time_app(url: str, data: Path, runs: int, warmup: int) -> dict:
         lambda: c.predict(PROMPT, seed=7, randomize=False, api_name="/generate"), runs, warmup, inside
     )
     out["client_noop"], _ = _median_after_warmup(lambda: c.predict(api_name="/stop_generate"), runs, warmup)
+    lazy = Client(url, verbose=False, download_files=False)  # as a browser: the PNG is fetched only when shown
+    out["client_nodl"], _ = _median_after_warmup(
+        lambda: lazy.predict(PROMPT, seed=7, randomize=False, api_name="/generate"), runs, warmup
+    )
     out["http"], out["http_inside"] = _median_after_warmup(
         lambda: http_call(h, "generate", GENERATE_ARGS), runs, warmup, inside
     )
@@ -167,6 +171,11 @@ def main() -> int:
             (f"{label}: generation round trip", ms(med[k])),
             (f"{label}: engine time inside those requests", ms(med[k + "_inside"])),
             (f"{label}: a no-op endpoint's round trip (Gradio's own floor)", ms(med[k + "_noop"])),
+            *(
+                [("gradio_client: generation round trip without downloading the PNG", ms(med["client_nodl"]))]
+                if k == "client"
+                else []
+            ),
             (f"{label}: **added by the app** (round trip minus direct engine)", f"**{ms(added[k])}**"),
         ]
     rows += [
