@@ -82,6 +82,13 @@ def test_chat_generate_then_edit_in_browser(browser, tmp_path):
         page.reload(wait_until="domcontentloaded")
         page.get_by_text("#2").first.wait_for(timeout=60_000)
         assert page.get_by_text("#3").count() == 0
+
+        # on a phone the conversation comes first, above the list of conversations
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(500)
+        chat_box, side_box = (page.locator(sel).bounding_box() for sel in ("#qic-chat", "#qic-sidebar"))
+        assert chat_box["y"] + chat_box["height"] <= side_box["y"] + 1
+        page.screenshot(path=str(ARTIFACTS / "chat-phone.png"))
         page.close()
 
 

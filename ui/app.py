@@ -18,6 +18,10 @@ CSS = """
 #qic-chat .message img { max-height: 420px; object-fit: contain; }
 #qic-sidebar .caption-label { font-size: 0.8em; }
 #qic-banner.demo { border-left: 4px solid #e8a33d; padding-left: 10px; }
+@media (max-width: 768px) {  /* phones: the conversation first, then the list of conversations, then settings */
+  #qic-chat { order: -1; }
+  #qic-convs { height: 240px !important; }
+}
 """
 
 
@@ -59,6 +63,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     search = gr.Textbox(placeholder="Search prompts…", show_label=False, max_length=200)
                     gallery = gr.Gallery(
                         label="Conversations",
+                        elem_id="qic-convs",
                         columns=2,
                         height=420,
                         allow_preview=False,
