@@ -111,6 +111,9 @@ def test_stop_mid_generation_then_next_request_works(app):
             break
         time.sleep(0.2)
     time.sleep(0.5)
+    for action in ("/send_to_edit", "/use_as_input"):  # the running turn has no image yet: a clear answer
+        with pytest.raises(AppError, match="still being made"):
+            c.predict(*([[]] if action == "/send_to_edit" else []), api_name=action)
     assert c.predict(api_name="/stop") == "Stopping…"
     final = job.result(timeout=60)
     assert "Stopped" in str(final[0][-1]["content"])
@@ -172,5 +175,9 @@ def test_generate_and_edit_tabs(app, tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and "lighthouse" in im.info["parameters"]
     refs = [{"image": handle_file(png), "caption": None}]
-    gallery, info = c.predict(refs, "make it day", None, api_name="/edit")[:2]
+    gallery, info, compare = c.predict(refs, "make it day", None, api_name="/edit")
     assert len(gallery) == 1 and "seeds" in info
+    # the before/after slider: the reference scaled to the result's size, and the result
+    with Image.open(gallery[0]["image"]) as result, Image.open(compare[0]) as before, Image.open(compare[1]) as after:
+        assert before.size == after.size == result.size
+        assert list(after.convert("RGB").getdata()) == list(result.convert("RGB").getdata())

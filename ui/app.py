@@ -184,9 +184,18 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                             label="Aspect ratio",
                         )
                         e_panel = build_panel(spec, with_auto=False, show_ratio=False)
-                e_gallery = gr.Gallery(
-                    label="Results", columns=2, height=520, format="png", buttons=["download", "fullscreen"]
-                )
+                with gr.Row():
+                    e_gallery = gr.Gallery(
+                        label="Results", columns=2, height=520, format="png", buttons=["download", "fullscreen"]
+                    )
+                    e_compare = gr.ImageSlider(
+                        label="Before / after (reference 1 and the first result)",
+                        type="pil",
+                        format="png",
+                        image_mode=None,
+                        interactive=False,
+                        max_height=520,
+                    )
 
         view_out = [chatbot, turn_map, conv, selected, branch, selected_md, download]
         chat_out = [*view_out, msg, owner, status]
@@ -307,7 +316,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 e_transp,
                 owner,
             ],
-            [e_gallery, e_info, owner],
+            [e_gallery, e_info, owner, e_compare],
             api_name="edit",
             **GPU,
         ).then(**refresh)

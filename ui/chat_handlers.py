@@ -179,6 +179,8 @@ class ChatHandlers:
         """Branch: the next message edits the selected turn's image instead of the latest one."""
         owner = self.ctx.owner(owner_state, request)
         turn = self.ctx.store.get_turn(owner, selected) if selected else None
+        if turn is not None and turn.status == "running":
+            raise gr.Error(render.STILL_RUNNING)
         if turn is None or not turn.outputs:
             raise gr.Error("Select a turn that has an image first.")
         return self.view(owner, conv_id, selected, turn.outputs[0].id)

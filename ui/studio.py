@@ -20,6 +20,16 @@ EXAMPLES = [
 ]
 
 
+def before_after(reference, result_path: str) -> tuple:
+    """The edited reference and the result, the reference scaled to the result's size, for a compare slider."""
+    from PIL import Image
+
+    with Image.open(result_path) as im:
+        after = im.convert("RGBA") if im.mode == "RGBA" else im.convert("RGB")
+    before = reference.convert(after.mode).resize(after.size, Image.Resampling.LANCZOS)
+    return before, after
+
+
 class StudioHandlers:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
@@ -99,7 +109,9 @@ class StudioHandlers:
             snap = ctx.jobs.submit(owner, conv_id, req, ids, prompt.strip())
         except Exception as exc:
             raise user_error(exc) from None
-        yield from self._follow(owner, conv_id, snap, progress)
+        for files, info, own in self._follow(owner, conv_id, snap, progress):
+            done = isinstance(files, list) and files
+            yield files, info, own, (before_after(images[0], files[0][0]) if done else gr.skip())
 
     def _marked(self, marks):
         """The background with the user's marks composited on it, or None when nothing was drawn."""
@@ -144,6 +156,8 @@ class StudioHandlers:
         """Send the chat's selected image to the Edit tab's references."""
         owner = self.ctx.owner(owner_state, request)
         turn = self.ctx.store.get_turn(owner, selected) if selected else None
+        if turn is not None and turn.status == "running":
+            raise gr.Error(render.STILL_RUNNING)
         if turn is None or not turn.outputs:
             raise gr.Error("Select a turn with an image in the chat first.")
         items = [item[0] if isinstance(item, (list, tuple)) else item for item in (current or [])]
