@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from types import SimpleNamespace
 
@@ -21,13 +20,11 @@ class FastEngine:
 
     def __init__(self, steps: int, step_seconds: float):
         self.steps, self.step_seconds = steps, step_seconds
-        self.started = threading.Event()
 
     def resolve(self, request):
         return SimpleNamespace(prompt=request.prompt, images=(), settings=lambda: {"prompt": request.prompt})
 
     def generate(self, resolved, on_progress=None, cancel=None):
-        self.started.set()
         for i in range(1, self.steps + 1):
             time.sleep(self.step_seconds)
             on_progress(Progress("denoising", i, self.steps))
