@@ -1,0 +1,60 @@
+"""ZeroGPU wiring: GPU work runs inside ``spaces.GPU`` with a duration computed per job (a stand-in ``spaces``)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from appserver import client, running_app
+
+from ui.zerogpu import job_duration
+
+FAKE_SPACES = '''
+import json, os
+
+
+def GPU(duration=60):
+    """Like the real decorator: the duration callable gets the function's arguments; generators are streamed."""
+    def wrap(fn):
+        def run(*args, **kwargs):
+            seconds = duration(*args, **kwargs) if callable(duration) else duration
+            with open(os.environ["FAKE_SPACES_LOG"], "a") as log:
+                log.write(json.dumps({"seconds": seconds, "args": [str(a) for a in args]}) + "\\n")
+            yield from fn(*args, **kwargs)
+        return run
+    return wrap
+'''
+
+
+def req(steps=30, width=1024, height=1024, images=1, cfg=False):
+    return SimpleNamespace(steps=steps, width=width, height=height, num_images=images, uses_cfg=cfg)
+
+
+def test_job_duration_grows_with_the_work_and_stays_within_bounds():
+    base = job_duration(req(), "qwen-image-2.1")
+    assert 30 <= base <= 300
+    assert job_duration(req(steps=60), "qwen-image-2.1") > base
+    assert job_duration(req(cfg=True), "qwen-image-2.1") > base
+    assert job_duration(req(), "qwen-image") > base  # the 20B transformer is slower
+    assert job_duration(req(steps=4, width=512, height=512), "qwen-image-2.1") == 30
+    assert job_duration(req(steps=100, width=2048, height=2048, images=4, cfg=True), "qwen-image") == 300
+
+
+@pytest.mark.slow
+def test_chat_runs_inside_spaces_gpu_on_zerogpu(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "spaces.py").write_text(FAKE_SPACES)
+    log = tmp_path / "gpu-calls.jsonl"
+    env = {"SPACES_ZERO_GPU": "1", "PYTHONPATH": str(fake), "FAKE_SPACES_LOG": str(log)}
+    with running_app(tmp_path / "data", env=env) as app:
+        c = client(app)
+        c.predict({"text": "a red fox", "files": []}, api_name="/chat")
+        out = c.predict({"text": "make it blue", "files": []}, api_name="/chat")
+        assert "#2" in out[1]
+        gallery = c.predict("a lighthouse", api_name="/generate")[0]
+        assert len(gallery) == 1
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 3  # one GPU slot per job, each with its own duration
+    assert all(30 <= call["seconds"] <= 300 for call in calls)
