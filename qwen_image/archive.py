@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write
 from .images import MAX_FILE_BYTES, MAX_PIXELS
 from .requests import MAX_TEXT_CHARS, ValidationError
 from .store_schema import ERROR_MAX, KINDS, MAX_INPUTS, STATUSES, TITLE_MAX, Conversation, valid_seed
@@ -109,21 +108,11 @@ def export_conversation(store, owner: str, conv_id: str, dest: Path) -> Path:
     if dest.is_dir():
         dest = dest / f"conversation-{conv.id[:8]}.zip"
     doc, files = conversation_document(conv)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".zip", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w") as zf:
-                text = json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True)
-                zf.writestr(JSON_NAME, text, compress_type=zipfile.ZIP_DEFLATED)
-                for name, path in files.items():
-                    zf.write(path, name, compress_type=zipfile.ZIP_STORED)  # PNGs are compressed already
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dest, ".zip") as f, zipfile.ZipFile(f, "w") as zf:
+        text = json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True)
+        zf.writestr(JSON_NAME, text, compress_type=zipfile.ZIP_DEFLATED)
+        for name, path in files.items():
+            zf.write(path, name, compress_type=zipfile.ZIP_STORED)  # PNGs are compressed already
     return dest
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_write
 
 APP = "qwen-image-chat"
 JSON_KEY = "qwen_image_chat"
@@ -60,17 +61,8 @@ def png_info(settings: dict):
 def save_png(image, path: str | os.PathLike, settings: dict) -> Path:
     """Write ``image`` with its settings atomically (temporary file in the same folder, fsync, then os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=png_info(settings))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, ".png") as f:
+        image.save(f, format="PNG", pnginfo=png_info(settings))
     return path
 
 

@@ -13,12 +13,12 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write
 from .metadata import JSON_KEY
 
 DB_NAME = "history.sqlite3"
@@ -351,31 +351,13 @@ def save_plain_png(image, path: Path) -> None:
     info = PngInfo()
     for key, text in _kept_text(image).items():
         info.add_itxt(key, text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, ".png") as f:
+        image.save(f, format="PNG", pnginfo=info)
 
 
 def copy_file(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
-            shutil.copyfileobj(s, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dst, ".png") as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f)
 
 
 def image_record(root: Path, row) -> ImageRecord:

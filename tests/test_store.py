@@ -569,3 +569,17 @@ def test_many_threads_at_once(store):
         assert [t.prompt for t in turns] == [f"thread {n} turn {k}" for k in range(5)]
         assert all(t.status == "done" and t.outputs[0].path.is_file() for t in turns)
     assert len(store.list_conversations(A)) == len(store.list_conversations(B)) == 4
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    from qwen_image.atomic import atomic_write
+
+    target = tmp_path / "deep" / "file.png"
+    with atomic_write(target, ".png") as f:
+        f.write(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_write(target, ".png") as f:
+        f.write(b"half of the sec")
+        raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"first"  # the old file stands; no temporary file is left behind
+    assert [p.name for p in target.parent.iterdir()] == ["file.png"]
