@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from .engine import Cancelled, EngineError, Progress
-from .requests import GenerationRequest, ValidationError
+from .requests import ResolvedRequest, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,16 @@ class JobManager:
         self,
         owner: str,
         conversation_id: str,
-        request: GenerationRequest,
+        resolved: ResolvedRequest,
         input_image_ids: list[str],
         prompt_label: str | None = None,
     ) -> JobSnapshot:
-        """Validate, record a running turn and queue the job. Raises ValidationError (incl. Busy)."""
-        resolved = self.engine.resolve(request)  # user errors surface here, before anything is stored
+        """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
+        its limits.
+
+        ``resolved`` comes from ``engine.resolve``, which callers run first so that nothing is stored for an invalid
+        request.
+        """
         with self._changed:
             waiting = len(self._order)
         if waiting >= self.max_queue:

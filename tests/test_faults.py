@@ -86,8 +86,8 @@ def test_a_crash_marks_the_turn_failed_and_the_queue_moves_on(engine21, monkeypa
         conv = store.create_conversation(owner)
         pipe = engine21._loaded.generate
         fail_times(monkeypatch, pipe.transformer, "forward", 1, lambda: RuntimeError("injected driver fault"), {})
-        first = jobs.submit(owner, conv, GenerationRequest(prompt="crashes"), [])
-        second = jobs.submit(owner, conv, GenerationRequest(prompt="works"), [])
+        first = jobs.submit(owner, conv, engine21.resolve(GenerationRequest(prompt="crashes")), [])
+        second = jobs.submit(owner, conv, engine21.resolve(GenerationRequest(prompt="works")), [])
         ends = [list(jobs.follow(owner, s.id, timeout=120))[-1] for s in (first, second)]
         assert [e.state for e in ends] == ["failed", "done"]
         assert "injected driver fault" in ends[0].error

@@ -39,7 +39,7 @@ def follow_all(engine, tmp_path, **follow_kwargs):
     try:
         store.ensure_owner(OWNER)
         conv = store.create_conversation(OWNER)
-        snap = jobs.submit(OWNER, conv, GenerationRequest(prompt="fast"), [])
+        snap = jobs.submit(OWNER, conv, engine.resolve(GenerationRequest(prompt="fast")), [])
         return list(jobs.follow(OWNER, snap.id, timeout=60, **follow_kwargs))
     finally:
         jobs.shutdown()

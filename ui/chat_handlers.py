@@ -79,12 +79,12 @@ class ChatHandlers:
             conv = ctx.store.get_conversation(owner, conv_id) if conv_id else None
             base_id = branch or (self._latest_output(conv) if conv else None)
             base = ctx.stored_images(owner, [base_id]) if base_id else []
-            request_ = to_request(ctx.spec, text, base + attachments, values)
-            ctx.engine.resolve(request_)  # validation first: nothing is stored for an invalid request
+            # validation first: nothing is stored for an invalid request
+            resolved = ctx.engine.resolve(to_request(ctx.spec, text, base + attachments, values))
             if conv is None:
                 conv_id = ctx.store.create_conversation(owner)
             upload_ids = [ctx.store.add_input_image(owner, conv_id, im).id for im in attachments]
-            snap = ctx.jobs.submit(owner, conv_id, request_, ([base_id] if base_id else []) + upload_ids, text.strip())
+            snap = ctx.jobs.submit(owner, conv_id, resolved, ([base_id] if base_id else []) + upload_ids, text.strip())
         except Exception as exc:
             raise user_error(exc) from None
         yield from self._follow(owner, conv_id, snap, clear_box=True, progress=progress)
@@ -102,7 +102,7 @@ class ChatHandlers:
                 raise ValidationError("There is nothing to regenerate yet.")
             ids = [img.id for img in turn.inputs]
             request_ = request_from_settings(turn.prompt, turn.settings, ctx.stored_images(owner, ids))
-            snap = ctx.jobs.submit(owner, conv_id, request_, ids, turn.prompt)
+            snap = ctx.jobs.submit(owner, conv_id, ctx.engine.resolve(request_), ids, turn.prompt)
         except Exception as exc:
             raise user_error(exc) from None
         yield from self._follow(owner, conv_id, snap, clear_box=False, progress=progress)

@@ -60,9 +60,9 @@ class StudioHandlers:
             values = PanelValues(ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent)
             size = (width, height) if custom else None  # checked (and snapped) by the engine's validation
             req = to_request(spec, prompt, [], values, size=size)
-            ctx.engine.resolve(req)
+            resolved = ctx.engine.resolve(req)
             conv_id = ctx.store.create_conversation(owner)
-            snap = ctx.jobs.submit(owner, conv_id, req, [], req.prompt.strip())
+            snap = ctx.jobs.submit(owner, conv_id, resolved, [], req.prompt.strip())
         except Exception as exc:
             raise user_error(exc) from None
         yield from self._follow(owner, conv_id, snap, progress)
@@ -102,11 +102,10 @@ class StudioHandlers:
                     prompt = prompt.rstrip() + MARK_HINT_20B
             follow = match if ratio in (None, "", "match") else None
             values = PanelValues(ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent)
-            req = to_request(spec, prompt, images, values, match_reference=follow)
-            ctx.engine.resolve(req)
+            resolved = ctx.engine.resolve(to_request(spec, prompt, images, values, match_reference=follow))
             conv_id = ctx.store.create_conversation(owner)
             ids = [ctx.store.add_input_image(owner, conv_id, im).id for im in images]
-            snap = ctx.jobs.submit(owner, conv_id, req, ids, prompt.strip())
+            snap = ctx.jobs.submit(owner, conv_id, resolved, ids, prompt.strip())
         except Exception as exc:
             raise user_error(exc) from None
         for files, info, own in self._follow(owner, conv_id, snap, progress):
