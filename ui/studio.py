@@ -20,6 +20,11 @@ EXAMPLES = [
 ]
 
 
+def gallery_files(value) -> list:
+    """The files of a gallery value (its items are (file, caption) pairs or bare files)."""
+    return [item[0] if isinstance(item, (list, tuple)) else item for item in (value or [])]
+
+
 def before_after(reference, result_path: str) -> tuple:
     """The edited reference and the result, the reference scaled to the result's size, for a compare slider."""
     from PIL import Image
@@ -90,7 +95,7 @@ class StudioHandlers:
         owner = ctx.owner(owner_state, request)
         spec = ctx.spec
         try:
-            files = [item[0] if isinstance(item, (list, tuple)) else item for item in (references or [])]
+            files = gallery_files(references)
             images = ctx.open_uploads(files)
             if not images:
                 raise ValidationError("Add at least one reference image to edit.")
@@ -159,7 +164,7 @@ class StudioHandlers:
             raise gr.Error(render.STILL_RUNNING)
         if turn is None or not turn.outputs:
             raise gr.Error("Select a turn with an image in the chat first.")
-        items = [item[0] if isinstance(item, (list, tuple)) else item for item in (current or [])]
+        items = gallery_files(current)
         if len(items) >= self.ctx.spec.max_references:
             raise gr.Error(f"At most {self.ctx.spec.max_references} reference images.")
         items.append(self.ctx.media.download(turn.outputs[0], f"qwen-image-{turn.outputs[0].seed}.png"))
@@ -167,8 +172,8 @@ class StudioHandlers:
 
     def gallery_to_refs(self, current, gallery, index):
         """Send the selected (or first) result of a gallery to the Edit tab's references."""
-        items = [item[0] if isinstance(item, (list, tuple)) else item for item in (current or [])]
-        results = [item[0] if isinstance(item, (list, tuple)) else item for item in (gallery or [])]
+        items = gallery_files(current)
+        results = gallery_files(gallery)
         if not results:
             raise gr.Error("There is no result to send yet.")
         if len(items) >= self.ctx.spec.max_references:
@@ -178,7 +183,7 @@ class StudioHandlers:
 
     def marks_background(self, references):
         """Load reference 1 into the marking canvas."""
-        files = [item[0] if isinstance(item, (list, tuple)) else item for item in (references or [])]
+        files = gallery_files(references)
         if not files:
             return gr.update(value=None)
         return gr.update(value={"background": files[0], "layers": [], "composite": None})
