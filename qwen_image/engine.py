@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import decode as dec
+from . import offload
 from .embed_cache import EmbedCache
 from .hardware import Hardware
 from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
@@ -22,6 +23,7 @@ from .planner import Workload, predict
 from .profiles import Profile
 from .registry import ModelSpec
 from .requests import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
+from .speed import attention_scope
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +291,8 @@ class Engine:
                     pipe.maybe_free_model_hooks()
                 except Exception:
                     log.exception("could not reset offload hooks")
+            if pipe is not None:  # group offload: a cached prompt embedding means the encoder will not run again
+                offload.offload_text_encoder(pipe)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -329,7 +333,7 @@ class Engine:
         hook = pipe.transformer.register_forward_pre_hook(first_call)
         try:
             kwargs = self._call_kwargs(r, pipe, settings, on_step)
-            with _reference_area(self.spec, r.reference_resolution):
+            with _reference_area(self.spec, r.reference_resolution), attention_scope(self.options.attention_backend):
                 latents = pipe(**kwargs).images
         except Cancelled:
             self._recover_memory()
@@ -341,7 +345,10 @@ class Engine:
 
         t_dec = time.monotonic()
         report(Progress("decoding", total, total, t_dec - t0, self._last_decode_s, "decoding the image"))
-        decoded = self._decode(pipe, latents, r, settings, notes)
+        try:
+            decoded = self._decode(pipe, latents, r, settings, notes)
+        finally:
+            offload.release_after_decode(pipe)
         t_end = time.monotonic()
         self._last_decode_s = t_end - t_dec
         images = tuple(dec.finish_image(img, r.transparent) for img in decoded.images)

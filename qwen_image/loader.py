@@ -8,13 +8,14 @@ and VAE (one copy of each in memory) plus the Edit checkpoint's transformer, loa
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import speed
+from .offload import place_pipeline, remove_transformer_hooks
 from .profiles import Profile
 from .registry import TINY_ARCH, ModelSpec
 
@@ -29,13 +30,20 @@ warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
 # meta tensors. Loads and tiny-model builds take this lock.
 _LOAD_LOCK = threading.RLock()
 
+# The text encoders' vision tower (Qwen2.5-VL and Qwen3-VL in transformers 5) and whether the 8-bit / nf4 text
+# encoder quantizes it too (decided on bench/text_encoder_vision.py's figures; README, Performance).
+VISION_TOWER = "model.visual"
+QUANTIZE_VISION_TOWER = True
+
 
 @dataclass(frozen=True)
 class LoadOptions:
     attention_backend: str | None = None  # e.g. "flash", "_native_cudnn", "sage"; None keeps diffusers' default
-    compile_blocks: bool = False  # regional torch.compile of the repeated transformer blocks
+    compile_blocks: bool = False  # regional torch.compile of the repeated transformer blocks (qwen_image.speed)
+    compile_backend: str = "inductor"  # torch.compile backend ("eager": dynamo tracing only, as the tests use)
     cache_dir: str | None = None  # tiny model cache folder
     keep_both_transformers: bool | None = None  # 20B family: None decides from system RAM
+    device: str = "cuda"  # where a CUDA profile runs the weights; tests use "cpu:0" (qwen_image.offload)
 
 
 def torch_dtype(name: str):
@@ -59,21 +67,34 @@ def checkpoint_sources(spec: ModelSpec, cache_dir: str | None = None) -> tuple[s
 
 def quantization_config(profile: Profile):
     """The PipelineQuantizationConfig for a profile, or None."""
-    import transformers
     from diffusers.quantizers import PipelineQuantizationConfig
 
-    dtype = torch_dtype(profile.dtype)
     mapping = {}
-    if profile.text_encoder == "int8":
-        mapping["text_encoder"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
-    elif profile.text_encoder == "nf4":
-        mapping["text_encoder"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-        )
+    te_q = text_encoder_quantization(profile.text_encoder, torch_dtype(profile.dtype))
+    if te_q is not None:
+        mapping["text_encoder"] = te_q
     transformer_q = transformer_quantization(profile)
     if transformer_q is not None:
         mapping["transformer"] = transformer_q
     return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
+
+
+def text_encoder_quantization(precision: str, dtype, quantize_vision: bool = QUANTIZE_VISION_TOWER):
+    """transformers' BitsAndBytesConfig for the text encoder at ``precision`` ("int8", "nf4"; else None).
+
+    The vocabulary projection is never quantized (the app drops it); the vision tower is skipped unless
+    ``quantize_vision`` (bench/text_encoder_vision.py measured both).
+    """
+    import transformers
+
+    skip = ["lm_head"] if quantize_vision else ["lm_head", VISION_TOWER]
+    if precision == "int8":
+        return transformers.BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    if precision == "nf4":
+        return transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip
+        )
+    return None
 
 
 def transformer_quantization(profile: Profile):
@@ -119,9 +140,11 @@ def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> 
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype)
         )
     if options.attention_backend:
-        transformer.set_attention_backend(options.attention_backend)
+        speed.set_attention_backend(transformer, options.attention_backend)
+        log.info("attention backend: %s", speed.covers(options.attention_backend))
     if options.compile_blocks:
-        transformer.compile_repeated_blocks(fullgraph=True)
+        fullgraph = speed.compile_transformer(transformer, profile, options.compile_backend)
+        log.info("compiling the transformer blocks %s", "as full graphs" if fullgraph else "with graph breaks at hooks")
 
 
 @dataclass
@@ -137,7 +160,6 @@ class LoadedModel:
     device: str
     _edit: object = None
     _active: str | None = None
-    _te_hook: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pipeline(self, role: str):
@@ -160,7 +182,7 @@ class LoadedModel:
         """Make ``pipe`` the active one; the other pipeline's transformer leaves the GPU (and RAM if it must)."""
         other = self._edit if role == "generate" else self.generate
         if other is not None and self._active is not None:
-            _remove_hooks(other)
+            remove_transformer_hooks(other)  # only its own: the text encoder and the VAE are shared
             if other.transformer is not None and self.profile.device == "cuda" and self.profile.offload == "none":
                 other.transformer.to("cpu")
             if not self._keep_both() and other.transformer is not None:
@@ -177,7 +199,7 @@ class LoadedModel:
         return True if keep is None else keep
 
     def _place(self, pipe, role: str) -> None:
-        place_pipeline(pipe, self.profile, self)
+        place_pipeline(pipe, self.profile, self.options.device)
         self._active = role
 
 
@@ -189,54 +211,6 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _remove_hooks(pipe) -> None:
-    with contextlib.suppress(Exception):
-        pipe.remove_all_hooks()
-
-
-def place_pipeline(pipe, profile: Profile, loaded: LoadedModel | None = None) -> None:
-    """Move a pipeline to the device or install the profile's offloading."""
-    pipe.set_progress_bar_config(disable=True)
-    if profile.device == "cpu":
-        pipe.to("cpu")
-        return
-    if profile.offload == "none":
-        pipe.to("cuda")
-    elif profile.offload == "model":
-        pipe.enable_model_cpu_offload(device="cuda")
-    elif profile.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device="cuda")
-    elif profile.offload == "group":
-        _group_offload(pipe, profile, loaded)
-
-
-def _group_offload(pipe, profile: Profile, loaded: LoadedModel | None) -> None:
-    """Transformer blocks streamed on a CUDA stream; text encoder on the GPU only while encoding; VAE resident."""
-    import torch
-    from accelerate import cpu_offload_with_hook
-    from diffusers.hooks.group_offloading import _is_group_offload_enabled
-
-    cuda = torch.device("cuda")
-    if not _is_group_offload_enabled(pipe.transformer):
-        pipe.transformer.enable_group_offload(
-            onload_device=cuda,
-            offload_device=torch.device("cpu"),
-            offload_type="block_level",
-            num_blocks_per_group=profile.group_blocks,
-            use_stream=True,
-            low_cpu_mem_usage=False,
-        )
-    pipe.vae.to(cuda)
-    te_hook = loaded._te_hook if loaded is not None else None
-    if te_hook is None:
-        _, te_hook = cpu_offload_with_hook(pipe.text_encoder, execution_device=cuda)
-        if loaded is not None:
-            loaded._te_hook = te_hook
-    if not getattr(pipe.transformer, "_qic_te_offload", False):
-        pipe.transformer.register_forward_pre_hook(lambda module, args: te_hook.offload())
-        pipe.transformer._qic_te_offload = True
 
 
 def load_transformer(source: str, profile: Profile):

@@ -165,27 +165,41 @@ def _activations(spec, profile: Profile, w: Workload, counts, tiling: bool) -> d
     return {"encode": enc * slack, "references": refs * slack, "denoise": den * slack, "decode": dec * slack}
 
 
+PHASE_USES = {"encode": "text_encoder", "references": "vae", "denoise": "transformer", "decode": "vae"}
+
+
+def resident_components(offload: str, phase: str) -> frozenset:
+    """Whole components on the GPU during a phase, as the engine's offloading places them (qwen_image.offload).
+
+    none: everything. model: the component the phase runs (the text encoder leaves before references are encoded,
+    the VAE after the engine's decode). group: the VAE always, the text encoder while encoding; the transformer only
+    streams its blocks (counted apart). sequential: nothing whole (one submodule at a time, counted apart).
+    """
+    if offload == "none":
+        return frozenset(PHASE_USES.values())
+    if offload == "model":
+        return frozenset({PHASE_USES[phase]})
+    if offload == "group":
+        return frozenset({"vae", "text_encoder"} if phase == "encode" else {"vae"})
+    return frozenset()
+
+
 def _resident(profile: Profile, weights: dict, counts, phase: str, tr_precision_bytes: float) -> float:
     """Weight bytes on the GPU during a phase."""
-    te, tr, vae = weights["text_encoder"], weights["transformer"], weights["vae"]
-    active = {"encode": te, "references": vae, "denoise": tr, "decode": vae}[phase]
-    if profile.offload == "none":
-        return te + tr + vae
-    if profile.offload == "model":
-        return active
+    whole = sum(weights[c] for c in resident_components(profile.offload, phase))
     c = counts["transformer"]
-    if profile.offload == "group":  # transformer: non-block weights + current and prefetched groups; VAE resident
+    if profile.offload == "group" and phase == "denoise":
+        # non-block weights + the running group and the one prefetched on the copy stream
         groups = 2 * profile.group_blocks * c.block_params * tr_precision_bytes
-        tr_resident = (c.total - c.blocks * c.block_params) * tr_precision_bytes + groups
-        return {"encode": te + vae, "references": vae, "denoise": tr_resident + vae, "decode": vae}[phase]
-    # sequential: one submodule at a time
-    largest = {
-        "encode": counts["text_encoder"].block_params * 2,
-        "references": vae,
-        "denoise": c.block_params * tr_precision_bytes,
-        "decode": vae,
-    }[phase]
-    return largest
+        return whole + (c.total - c.blocks * c.block_params) * tr_precision_bytes + groups
+    if profile.offload == "sequential":  # one submodule at a time
+        return {
+            "encode": counts["text_encoder"].block_params * 2,
+            "references": weights["vae"],
+            "denoise": c.block_params * tr_precision_bytes,
+            "decode": weights["vae"],
+        }[phase]
+    return whole
 
 
 def predict(
