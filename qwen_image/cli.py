@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .metadata import image_settings, save_png
 from .profiles import profile_names
+from .speed import ATTENTION_HELP, COMPILE_HELP
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,8 @@ def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-images", type=int, default=1)
     p.add_argument("--transparent", action="store_true", help="transparent background (Qwen-Image-2.1)")
     p.add_argument("--reference-resolution", type=int)
+    p.add_argument("--attention-backend", help=ATTENTION_HELP)
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,12 +107,13 @@ def _plan(args) -> int:
 def _run(args, images: list) -> int:
     from .engine import Cancelled, EngineError
     from .factory import build_engine, choose_setup
+    from .loader import LoadOptions
     from .requests import GenerationRequest, ValidationError
 
     choice = choose_setup(args.model, args.family, args.profile)
     if choice.spec.tiny:
         print("note: the tiny demo model has random weights; its images are noise.", file=sys.stderr)
-    engine = build_engine(choice)
+    engine = build_engine(choice, LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile))
     engine.start()
     request = GenerationRequest(
         prompt=args.prompt,

@@ -284,7 +284,8 @@ def planning_workload(spec, width: int | None = None, height: int | None = None)
 
 def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload | None = None) -> Plan:
     """The most resident CUDA profile whose predicted peak fits ``vram_gb`` (minus a margin) and whose offloaded
-    weights fit in system RAM; the smallest profile when none fits (with fits=False)."""
+    weights fit in system RAM (``ram_gb``: available to this process, a container's limit included). When none
+    does (fits=False): of the profiles that fit the card, the one offloading the least to RAM; else the smallest."""
     co = coefficients()
     workload = workload or planning_workload(spec)
     budget = max(0.1, vram_gb - co["budget_margin_gb"])
@@ -295,11 +296,12 @@ def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload
         ram_ok = ram_gb is None or plan.host_ram_gb <= ram_gb * co["ram_fraction"]
         if plan.fits and ram_ok:
             return plan
-    smallest = min(plans, key=lambda p: p.peak_gb)
-    if smallest.fits:  # it fits the card, but no profile's offloaded weights fit in system RAM
-        note = f"offloaded weights ({smallest.host_ram_gb:.1f} GiB) exceed the usable system RAM"
-        smallest = replace(smallest, fits=False, notes=(*smallest.notes, note))
-    return smallest
+    on_card = [p for p in plans if p.fits]
+    if on_card:  # profiles fit the card but none's offloaded weights fit in system RAM: the one needing the least
+        least = min(on_card, key=lambda p: (p.host_ram_gb, p.peak_gb))
+        note = f"offloaded weights ({least.host_ram_gb:.1f} GiB) exceed the usable system RAM"
+        return replace(least, fits=False, notes=(*least.notes, note))
+    return min(plans, key=lambda p: p.peak_gb)
 
 
 def cpu_plan(spec, ram_gb: float, workload: Workload | None = None) -> Plan:

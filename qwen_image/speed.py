@@ -25,6 +25,19 @@ from .profiles import Profile
 # diffusers backends that take an arbitrary boolean attention mask and apply it exactly
 MASK_EXACT_BACKENDS = frozenset({"native", "_native_efficient", "_native_math", "xformers"})
 
+# --help of the app and the CLI
+ATTENTION_HELP = (
+    "diffusers attention backend for the transformer (e.g. flash, sage, _native_cudnn; default: PyTorch SDPA). "
+    "native, _native_efficient, _native_math and xformers run every attention call; any other runs every call of the "
+    "20B transformer and Qwen-Image-2.1's KV-cached steps, while 2.1's masked first step (every step with the KV "
+    "cache off) keeps SDPA. The text encoder is not affected."
+)
+COMPILE_HELP = (
+    "regional torch.compile of the transformer blocks (first job slower). Full graphs with a bf16 transformer and no "
+    "or model offload (48gb; 24gb for 2.1); with fp8 or block streaming (16gb, 12gb, 8gb; 24gb for the 20B model) "
+    "dynamo breaks the graph at every casting/offload hook and compiles what lies between, which may gain little."
+)
+
 
 def compile_fullgraph(profile: Profile) -> bool:
     """Whether the transformer's repeated blocks compile as one graph each under this profile."""

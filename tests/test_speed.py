@@ -15,10 +15,10 @@ from test_offload import GPU
 from qwen_image.engine import Engine
 from qwen_image.hardware import Hardware
 from qwen_image.loader import LoadOptions
-from qwen_image.profiles import get_profile
+from qwen_image.profiles import get_profile, profile_names
 from qwen_image.registry import resolve_model
 from qwen_image.requests import GenerationRequest
-from qwen_image.speed import MASK_EXACT_BACKENDS, compile_fullgraph, covers
+from qwen_image.speed import ATTENTION_HELP, COMPILE_HELP, MASK_EXACT_BACKENDS, compile_fullgraph, covers
 
 CPU = Hardware(False, "", 0.0, 0.0, 16.0, 16.0)
 
@@ -57,12 +57,37 @@ def test_compile_under_block_streaming():
     assert result.images[0].size == (64, 64)
 
 
-def test_compile_decision_per_profile():
-    for family in ("qwen-image-2.1", "qwen-image"):
-        for name in ("48gb", "24gb", "16gb", "12gb", "8gb", "minimal"):
-            profile = get_profile(name, family)
-            one_graph = profile.transformer == "full" and profile.offload in ("none", "model")
-            assert compile_fullgraph(profile) is one_graph, (family, name)
+def test_compile_decision_per_profile_is_what_help_says(capsys):
+    full = {
+        family: {name for name in profile_names() if compile_fullgraph(get_profile(name, family))}
+        for family in ("qwen-image-2.1", "qwen-image")
+    }
+    assert full == {"qwen-image-2.1": {"48gb", "24gb", "cpu"}, "qwen-image": {"48gb", "cpu"}}
+    assert "(48gb; 24gb for 2.1)" in COMPILE_HELP
+    from qwen_image.cli import main
+    from ui.launch import parse_args
+
+    for show_help in (lambda: parse_args(["--help"]), lambda: main(["generate", "--help"])):
+        with pytest.raises(SystemExit):
+            show_help()
+        text = " ".join(capsys.readouterr().out.split())
+        assert " ".join(COMPILE_HELP.split()) in text and " ".join(ATTENTION_HELP.split()) in text
+
+
+def test_cli_passes_the_speed_options(monkeypatch, tmp_path):
+    from qwen_image import cli
+
+    seen = {}
+
+    def fake_build_engine(choice, options=None):
+        seen["options"] = options
+        raise SystemExit(0)
+
+    monkeypatch.setattr("qwen_image.factory.build_engine", fake_build_engine)
+    args = ["generate", "--model", "tiny", "--prompt", "a fox", "--out", str(tmp_path / "f.png")]
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--compile", "--attention-backend", "_native_math"])
+    assert seen["options"].compile_blocks is True and seen["options"].attention_backend == "_native_math"
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def default_data_dir() -> Path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     from qwen_image.profiles import profile_names
+    from qwen_image.speed import ATTENTION_HELP, COMPILE_HELP
 
     p = argparse.ArgumentParser(description="Qwen Image Chat: create and edit images with Qwen-Image in a browser")
     p.add_argument(
@@ -44,8 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="25mb", help="largest upload accepted (e.g. 25mb)")
     p.add_argument("--rate-limit", type=int, default=30, help="generation requests per minute per user (0: off)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait for the GPU")
-    p.add_argument("--attention-backend", default=None, help="diffusers attention backend (e.g. flash, sage)")
-    p.add_argument("--compile", action="store_true", help="regional torch.compile of the transformer blocks")
+    p.add_argument("--attention-backend", default=None, help=ATTENTION_HELP)
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     return p.parse_args(argv)
 
 
