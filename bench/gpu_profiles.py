@@ -1,14 +1,15 @@
 """Memory profiles on a CUDA GPU: real-size Qwen-Image-2.1 and Qwen-Image 20B with random weights.
 
-Nothing is downloaded. Each component is built from its real config (configs/real/) with random weights directly on
-the GPU in bf16 (qwen_image.architectures.build_module under torch's default dtype bf16) and the pipeline object is
-ASSEMBLED IN MEMORY (no checkpoint folder), with the project's locally built tokenizer (qwen_image.tiny) and, for
-2.1, a Qwen3-VL processor at the real patch size. The text encoder alone is saved once with save_pretrained so that
-the 8-bit / nf4 profiles load it through transformers' BitsAndBytesConfig exactly as the app's loader does. The
+Nothing is downloaded and nothing is written but the results. Each component is built from its real config
+(configs/real/) with random weights directly on the GPU in bf16 and the pipeline is ASSEMBLED IN MEMORY (bench/
+gpu_build.py), with the project's locally built tokenizer and processor at the real patch size. The 8-bit / nf4 text
+encoders are derived in memory with bitsandbytes' layers as the app's BitsAndBytesConfig says (gpu_build.py). The
 transformer is rebuilt for every profile (fresh module, no hooks left over), cast to fp8 with the app's
-qwen_image.loader.prepare_transformer where the profile says so, and placed with the app's LoadedModel /
-qwen_image.loader.place_pipeline; every run goes through qwen_image.engine.Engine.generate, so its timings
-(encode / denoise / decode) and OOM retry are the app's.
+qwen_image.loader.prepare_transformer where the profile says so, and placed by the app's LoadedModel
+(qwen_image.offload); every run goes through qwen_image.engine.Engine.generate, so its timings (encode / denoise /
+decode), phase boundaries and OOM retry are the app's. Peak memory is also taken per phase (prompt and references
+until the transformer's first call, denoising until the VAE decoder's, decoding) against the planner's phases.
+For Qwen-Image-2.1 the profiles in --edit-profiles also run an edit with one reference at 1024 px.
 
 Each profile of configs/profiles.toml runs under a VRAM cap emulating its card
 (torch.cuda.set_per_process_memory_fraction((card_gb - CUDA context) / total)); "48gb" is the resident bf16
@@ -17,12 +18,13 @@ seconds per denoising step (median of steps 2..n), end-to-end seconds, the plann
 run the fraction of bf16 peak FLOP/s (linear FLOPs counted by hooks on every nn.Linear during the warm-up, attention
 4 * S_q * S_k * hidden per block).
 
-    python bench/gpu_profiles.py                      # both models, every profile (~6-8 min on an H100)
+    python bench/gpu_profiles.py                      # both models, every profile (~5 min on an H200)
     python bench/gpu_profiles.py --out "$OUT"         # results where the device runner collects them
-    python bench/gpu_profiles.py --smoke              # tiny architectures, CUDA or CPU, seconds
+    python bench/gpu_profiles.py --smoke              # tiny architectures; on the CPU the offload hooks run on "cpu:0"
     python bench/gpu_profiles.py --models qwen-image-2.1 --profiles 48gb,16gb
 
 Without a CUDA GPU (and without --smoke) it prints "no CUDA GPU: skipped", writes a JSON saying so, and exits 0.
+bench/gpu_check.py runs it with the tests marked cuda as the one GPU check.
 """
 
 from __future__ import annotations
@@ -31,12 +33,9 @@ import argparse
 import gc
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +49,7 @@ from _common import (  # noqa: E402
     machine_line,
     markdown_table,
 )
+from gpu_build import TextEncoders, assemble, build_parts, build_transformer  # noqa: E402
 
 NAME = "gpu_profiles"
 MODELS = {"qwen-image-2.1": "tiny", "qwen-image": "tiny-qwen-image"}  # real registry key -> tiny one for --smoke
@@ -57,6 +57,8 @@ PROFILES = ("48gb", "24gb", "16gb", "12gb", "8gb")
 REFERENCE = "48gb"
 PROMPT = "A red fox sitting in a snowy forest at sunrise, soft golden light, detailed fur, cinematic photograph"
 WARMUP_PROMPT = "A small wooden boat on a calm lake with mountains behind it, watercolor"
+EDIT_PROMPT = "Make the sky purple and add stars, keep the same style"
+EDIT_PROFILES = "12gb,8gb"  # Qwen-Image-2.1 edits measured on these (the planner's Done-when targets)
 # Dense bf16 tensor-core peak FLOP/s by device name (first match wins); others are measured with a bf16 matmul.
 PEAK_BF16 = (
     ("H200", 989e12),
@@ -91,6 +93,7 @@ class Context:
         self.args = args
         self.cuda = cuda
         self.device = "cuda" if cuda else "cpu"
+        self.onload = "cuda" if cuda else "cpu:0"  # the app's offloading, for real; "cpu:0" plays the GPU on a CPU
         self.t0 = time.monotonic()
         self.out = Path(args.out) if args.out else RESULTS
         self.rows: list[dict] = []
@@ -173,108 +176,6 @@ def peak_flops(ctx: Context) -> dict:
     return {"device": name, "table": table, "measured_matmul": measured, "matmul_n": n}
 
 
-# -- building the model in memory --------------------------------------------------------------------------------------
-def build_bf16(component, device: str, overrides: dict | None = None):
-    """A random-weight module created directly in bf16 on ``device`` (no float32 copy)."""
-    import torch
-
-    from qwen_image.architectures import build_module
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        return build_module(component, device=device, overrides=overrides)
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def processor_settings(arch) -> dict:
-    """The tiny processor settings, at the real vision patch size."""
-    patch = arch.text["vision_patch"]
-    merge = arch.text["vision_merge"]
-    cls = "Qwen3VLProcessor" if patch == 16 else "Qwen2VLProcessor"
-    unit = (patch * merge) ** 2
-    return {
-        "class": cls,
-        "patch_size": patch,
-        "merge_size": merge,
-        "temporal_patch_size": 2,
-        "min_pixels": 4 * unit,
-        "max_pixels": 1024 * 1024,
-    }
-
-
-def build_parts(spec, ctx: Context) -> dict:
-    """Scheduler, tokenizer/processor, VAE and the bf16 text encoder of a model (random weights)."""
-    import torch
-
-    from qwen_image import tiny
-    from qwen_image.architectures import load_architecture
-
-    arch = load_architecture(spec.real_config)
-    tokenizer = tiny.build_tokenizer()
-    processor = None
-    if spec.one_pipeline:  # 2.1 reads prompts through its processor; the 20B generate pipeline needs the tokenizer
-        settings = arch.processor or processor_settings(arch)
-        processor = tiny.make_processor(settings, tokenizer)
-    vocab = arch["text_encoder"].kwargs["text_config"]["vocab_size"]
-    torch.manual_seed(0)
-    te = build_bf16(arch["text_encoder"], ctx.device, tiny.token_overrides(tokenizer, vocab))
-    vae = build_bf16(arch["vae"], ctx.device)
-    scheduler = tiny.make_scheduler()
-    return {"tokenizer": tokenizer, "processor": processor, "vae": vae, "te_full": te, "scheduler": scheduler}
-
-
-def assemble(spec, parts: dict, text_encoder, transformer):
-    import diffusers
-
-    cls = getattr(diffusers, spec.generate_pipeline)
-    common = dict(scheduler=parts["scheduler"], vae=parts["vae"], text_encoder=text_encoder, transformer=transformer)
-    if spec.one_pipeline:
-        return cls(processor=parts["processor"], **common)
-    return cls(tokenizer=parts["tokenizer"], **common)
-
-
-class TextEncoders:
-    """The bf16 encoder built in memory, and quantized ones loaded from its save_pretrained folder when needed."""
-
-    def __init__(self, spec, parts: dict, folder: Path):
-        self.spec = spec
-        self.parts = parts
-        self.folder = folder
-        self.cache: dict = {}
-
-    def get(self, precision: str, still_needed: set):
-        """The encoder at ``precision``; ``still_needed``: precisions later profiles use (others are freed)."""
-        import torch
-
-        from qwen_image.loader import quantization_config
-        from qwen_image.profiles import Profile
-
-        for name in [k for k in self.cache if k != precision and k not in still_needed]:
-            del self.cache[name]
-        if precision == "full":
-            return self.parts["te_full"]
-        if not (self.folder / "config.json").is_file():
-            self.parts["te_full"].save_pretrained(self.folder)
-        if "full" not in still_needed:
-            self.parts.pop("te_full", None)  # the bf16 copy is no longer needed
-            free_device()
-        if precision not in self.cache:
-            probe = Profile("probe", "", 0, "cuda", "bfloat16", precision, "full", "none")
-            config = quantization_config(probe).quant_mapping["text_encoder"]  # the app's BitsAndBytesConfig
-            model = self._class().from_pretrained(self.folder, dtype=torch.bfloat16, quantization_config=config)
-            self.cache[precision] = model.eval()
-        return self.cache[precision]
-
-    def _class(self):
-        import transformers
-
-        from qwen_image.architectures import load_architecture
-
-        return getattr(transformers, load_architecture(self.spec.real_config)["text_encoder"].class_name)
-
-
 # -- the engine around an in-memory pipeline ---------------------------------------------------------------------------
 def make_engine(spec, profile, pipe, tokenizer, budget_gb: float | None, ctx: Context):
     """An Engine serving ``pipe`` through its public start()/wait_ready(): the engine's two loader functions are
@@ -300,7 +201,7 @@ def make_engine(spec, profile, pipe, tokenizer, budget_gb: float | None, ctx: Co
     ram = available_ram_gib()
     hardware = Hardware(ctx.cuda, ctx.info.get("cuda_device") or "", vram, vram, ctx.info["ram_gib"], ram)
     budget = budget_gb if ctx.cuda else None
-    engine = engine_module.Engine(spec, profile, hardware, LoadOptions(), vram_budget_gb=budget)
+    engine = engine_module.Engine(spec, profile, hardware, LoadOptions(device=ctx.onload), vram_budget_gb=budget)
     saved = engine_module.load_model, engine_module.load_tokenizer
     engine_module.load_model = load_model
     engine_module.load_tokenizer = lambda *args, **kwargs: tokenizer
@@ -312,7 +213,17 @@ def make_engine(spec, profile, pipe, tokenizer, budget_gb: float | None, ctx: Co
     return engine
 
 
-def generate(engine, prompt: str, size: int, steps: int) -> tuple:
+def reference_picture(size: int):
+    """A deterministic RGB reference for the edit runs."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    rgb = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], np.full((size, size), 90, np.uint8)), -1)
+    return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+
+
+def generate(engine, prompt: str, size: int, steps: int, reference=None) -> tuple:
     """Run one request; returns the result and the wall time at the end of every denoising step."""
     from qwen_image.requests import GenerationRequest
 
@@ -322,9 +233,51 @@ def generate(engine, prompt: str, size: int, steps: int) -> tuple:
         if p.phase == "denoising":
             marks.append(time.perf_counter())
 
-    request = GenerationRequest(prompt=prompt, width=size, height=size, steps=steps, seed=0)
+    images = () if reference is None else (reference,)
+    extra = {} if reference is None else {"reference_resolution": reference.width}
+    request = GenerationRequest(prompt=prompt, width=size, height=size, steps=steps, seed=0, images=images, **extra)
     result = engine.generate(request, on_progress=on_progress)
     return result, marks
+
+
+class PhasePeaks:
+    """Peak GPU memory of each phase: until the transformer's first call (prompt + references), until the VAE
+    decoder's first call (denoising), and the rest (decoding); max_memory_reserved + the CUDA context, GiB."""
+
+    def __init__(self, pipe, ctx: Context):
+        import torch
+
+        self.ctx = ctx
+        self.peaks: dict[str, float] = {}
+        self.phase = "encode"
+        self.handles = []
+        if ctx.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.handles = [
+                pipe.transformer.register_forward_pre_hook(lambda m, a: self._next("encode", "denoise")),
+                pipe.vae.decoder.register_forward_pre_hook(lambda m, a: self._next("denoise", "decode")),
+            ]
+
+    def _next(self, current: str, following: str) -> None:
+        if self.phase == current:
+            self._record()
+            self.phase = following
+
+    def _record(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_reserved() / GiB + self.ctx.context_gib
+        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), peak)
+        torch.cuda.reset_peak_memory_stats()
+
+    def close(self) -> dict:
+        if self.ctx.cuda:
+            self._record()
+        for h in self.handles:
+            h.remove()
+        return {k: round(v, 3) for k, v in self.peaks.items()}
 
 
 def seconds_per_step(marks: list[float], denoise_s: float, steps: int) -> float:
@@ -371,80 +324,100 @@ class FlopCounter:
 
 # -- one profile -------------------------------------------------------------------------------------------------------
 def effective_profile(name: str, family: str, ctx: Context):
-    """The profile; on a CPU smoke run the same precisions, placed on the CPU (no offload there)."""
+    """The profile as the app gets it (on a CPU smoke run its offloading runs on the "cpu:0" device)."""
     from qwen_image.profiles import get_profile
 
-    profile = get_profile(name, family)
-    if ctx.cuda:
-        return profile
-    return replace(profile, device="cpu", offload="none")
+    return get_profile(name, family)
 
 
-def predicted_peak(spec, profile, size: int, prompt_tokens: int, cap: float | None) -> dict:
+def predicted_peak(spec, profile, size: int, prompt_tokens: int, cap: float | None, references: int = 0) -> dict:
     from qwen_image.planner import Workload, predict
 
     workload = Workload(
-        width=size, height=size, prompt_tokens=prompt_tokens, cfg=spec.true_cfg > 1.0, kv_cache=spec.kv_cache
+        width=size,
+        height=size,
+        references=references,
+        reference_resolution=size,
+        prompt_tokens=prompt_tokens,
+        cfg=spec.true_cfg > 1.0,
+        kv_cache=spec.kv_cache,
     )
     plan = predict(spec, profile, workload, budget_gb=cap)
-    return {"predicted_gib": plan.peak_gb, "predicted_phase": plan.peak_phase, "planned_tiling": plan.vae_tiling}
+    return {
+        "predicted_gib": plan.peak_gb,
+        "predicted_phase": plan.peak_phase,
+        "predicted_phases": plan.phases_gb,
+        "planned_tiling": plan.vae_tiling,
+    }
 
 
-def run_profile(spec, name: str, parts: dict, encoders: TextEncoders, still_needed: set, ctx: Context) -> dict:
+def run_profile(spec, name: str, parts: dict, encoders: TextEncoders, ctx: Context) -> list[dict]:
+    """One profile: a generation at the size (and for 2.1 an edit where asked); one row each."""
     import torch
 
-    from qwen_image.architectures import load_architecture
     from qwen_image.loader import LoadOptions, prepare_transformer
     from qwen_image.planner import count_params
 
     args = ctx.args
     profile = effective_profile(name, spec.family, ctx)
-    row = {"model": spec.key, "profile": name, "settings": profile.summary(), "card_gb": profile.card_gb}
+    base = {"model": spec.key, "profile": name, "settings": profile.summary(), "card_gb": profile.card_gb}
     if profile.transformer in ("int8", "nf4"):
-        row["error"] = "skipped: a bitsandbytes transformer loads through from_pretrained (not built in memory here)"
-        return row
+        return [dict(base, error="skipped: a bitsandbytes transformer loads through from_pretrained (not in memory)")]
     set_cap(ctx, None)
     free_device()
-    te = encoders.get(profile.text_encoder, still_needed)
-    torch.manual_seed(1)
-    transformer = build_bf16(load_architecture(spec.real_config)["transformer"], ctx.device)
+    te = encoders.get(profile.text_encoder)
+    transformer = build_transformer(spec, ctx.device)
     prepare_transformer(transformer, profile, LoadOptions())  # the app's fp8 layerwise casting
     pipe = assemble(spec, parts, te, transformer)
     if profile.offload != "none":
         pipe.to("cpu")  # the app loads on the CPU; the profile's placement moves what it needs
+    else:
+        pipe.to(ctx.device)
     free_device()
     cap = set_cap(ctx, None if name == REFERENCE else profile.card_gb)
-    row["cap_gib"] = cap
     tokens = len(parts["tokenizer"](PROMPT)["input_ids"])
-    row.update(predicted_peak(spec, profile, args.size, tokens, cap))
-    engine = None
+    rows, engine = [], None
+    tasks = [("generate", None)]
+    if spec.one_pipeline and name in args.edit_profiles.split(","):
+        tasks.append(("edit", reference_picture(args.size)))
     try:
         t0 = time.perf_counter()
         engine = make_engine(spec, profile, pipe, parts["tokenizer"], cap, ctx)
-        row["place_s"] = time.perf_counter() - t0
+        place_s = time.perf_counter() - t0
         counter = FlopCounter(transformer) if name == REFERENCE else None
         if counter is not None or not ctx.has_run(spec.key):
             generate(engine, WARMUP_PROMPT, args.size, 2)  # kernels, allocator, cuDNN autotuning
         if counter is not None:
             counter.remove()
-        engine.embed_cache.clear()
-        if ctx.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        result, marks = generate(engine, PROMPT, args.size, args.steps)
-        row.update(collect(result, marks, ctx, spec))
-        if counter is not None and counter.forwards:
-            counts = count_params(spec.real_config)["transformer"]
-            passes = 2 if result.request.uses_cfg else 1
-            row["flops_per_step"] = counter.per_step(passes, counts.hidden, counts.blocks)
-    except Exception as exc:  # an OOM or a placement failure is a result of this profile
-        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        for task, reference in tasks:
+            row = dict(base, task=task, cap_gib=cap, place_s=place_s)
+            row.update(predicted_peak(spec, profile, args.size, tokens, cap, references=int(reference is not None)))
+            engine.embed_cache.clear()
+            phases = PhasePeaks(engine._loaded.generate, ctx)
+            try:
+                prompt = PROMPT if reference is None else EDIT_PROMPT
+                result, marks = generate(engine, prompt, args.size, args.steps, reference)
+                row.update(collect(result, marks, ctx, spec))
+            except Exception as exc:  # an OOM or a placement failure is a result of this profile
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            finally:
+                row["measured_phases"] = phases.close()
+            if task == "generate" and counter is not None and counter.forwards and "error" not in row:
+                counts = count_params(spec.real_config)["transformer"]
+                passes = 2 if result.request.uses_cfg else 1
+                row["flops_per_step"] = counter.per_step(passes, counts.hidden, counts.blocks)
+            rows.append(row)
+    except Exception as exc:  # the placement itself failed
+        rows.append(dict(base, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"))
     finally:
         teardown(pipe, engine)
+        encoders.park(te)
         del transformer, pipe, engine
         set_cap(ctx, None)
         free_device()
-    return row
+    if ctx.cuda:
+        torch.cuda.synchronize()
+    return rows
 
 
 def collect(result, marks: list[float], ctx: Context, spec) -> dict:
@@ -473,29 +446,36 @@ def collect(result, marks: list[float], ctx: Context, spec) -> dict:
 
 
 def teardown(pipe, engine) -> None:
-    """Remove offload hooks and move the shared components (text encoder, VAE) back to the CPU for the next
-    profile; the transformer is dropped."""
-    try:
-        pipe.remove_all_hooks()
-    except Exception:
-        pass
+    """Remove offload hooks; the shared components go back to the CPU for the next profile; the transformer is
+    dropped."""
+    from accelerate.hooks import remove_hook_from_module
+
     for name in ("text_encoder", "vae"):
         module = getattr(pipe, name, None)
         if module is not None:
-            try:
-                module.to("cpu")
-            except Exception:  # a quantized module that cannot move stays where it is
-                pass
+            remove_hook_from_module(module, recurse=True)
+            module.to("cpu")
     if engine is not None:
         engine.unload()
 
 
+def same_settings(spec, name: str, done: dict, ctx: Context) -> str | None:
+    """A profile measured already under the same settings (e.g. the 20B model's 16gb and 12gb)."""
+    from dataclasses import replace
+
+    profile = effective_profile(name, spec.family, ctx)
+    for other, settings in done.items():
+        if replace(profile, name=other, label="", card_gb=0) == settings:
+            return other
+    done[name] = replace(profile, label="", card_gb=0)
+    return None
+
+
 # -- one model ---------------------------------------------------------------------------------------------------------
-def needs_after(spec, names: list[str], i: int, ctx: Context) -> set:
-    return {effective_profile(n, spec.family, ctx).text_encoder for n in names[i:]}
-
-
 def run_model(key: str, names: list[str], ctx: Context) -> None:
+    import torch
+
+    from qwen_image.loader import torch_dtype
     from qwen_image.registry import load_registry
 
     spec = load_registry().get(MODELS[key] if ctx.args.smoke else key)
@@ -504,25 +484,35 @@ def run_model(key: str, names: list[str], ctx: Context) -> None:
             ctx.add({"model": spec.key, "profile": name, "error": "skipped: time budget spent"})
         return
     print(f"== {spec.label}: building random-weight components ({ctx.elapsed():.0f} s)", flush=True)
-    parts = build_parts(spec, ctx)
-    folder = Path(tempfile.mkdtemp(prefix="qic-gpu-bench-te-"))
-    encoders = TextEncoders(spec, parts, folder)
+    parts = build_parts(spec, ctx.device)
+    precisions = {effective_profile(n, spec.family, ctx).text_encoder for n in names}
+    encoders = TextEncoders(parts, precisions, torch_dtype("bfloat16"))
+    print(f"   text encoders {sorted(precisions)} ready ({ctx.elapsed():.0f} s)", flush=True)
+    done: dict = {}
     try:
-        for i, name in enumerate(names):
+        for name in names:
             if ctx.over_budget():
                 ctx.add({"model": spec.key, "profile": name, "error": "skipped: time budget spent"})
                 continue
+            twin = same_settings(spec, name, done, ctx)
+            if twin is not None:
+                for row in [dict(r) for r in ctx.rows if r["model"] == spec.key and r["profile"] == twin]:
+                    row.update(profile=name, note=f"same settings as {twin}: measured once, VRAM cap {twin}'s")
+                    ctx.add(row)
+                continue
             t0 = time.perf_counter()
             print(f"-- {spec.key} / {name} ({ctx.elapsed():.0f} s)", flush=True)
-            row = run_profile(spec, name, parts, encoders, needs_after(spec, names, i + 1, ctx), ctx)
-            row["profile_s"] = time.perf_counter() - t0
-            ctx.add(row)
-            print("   " + json.dumps({k: v for k, v in row.items() if k != "flops_per_step"}, default=str), flush=True)
+            for row in run_profile(spec, name, parts, encoders, ctx):
+                row["profile_s"] = time.perf_counter() - t0
+                ctx.add(row)
+                shown = {k: v for k, v in row.items() if k not in ("flops_per_step", "predicted_phases")}
+                print("   " + json.dumps(shown, default=str), flush=True)
     finally:
-        encoders.cache.clear()
+        encoders.models.clear()
         parts.clear()
         free_device()
-        shutil.rmtree(folder, ignore_errors=True)
+        if ctx.cuda:
+            torch.cuda.synchronize()
 
 
 # -- report ------------------------------------------------------------------------------------------------------------
@@ -530,10 +520,20 @@ def derive(ctx: Context, peak: dict) -> list[dict]:
     """Ratios against the resident run, FLOP/s fraction, and the targets."""
     targets = []
     for r in ctx.rows:
+        if "peak_card_gib" in r and r.get("predicted_gib"):
+            r["measured_vs_predicted"] = r["peak_card_gib"] / r["predicted_gib"]
         ref = next(
-            (x for x in ctx.rows if x["model"] == r["model"] and x["profile"] == REFERENCE and "e2e_s" in x), None
+            (
+                x
+                for x in ctx.rows
+                if x["model"] == r["model"]
+                and x["profile"] == REFERENCE
+                and x.get("task") == "generate"
+                and "e2e_s" in x
+            ),
+            None,
         )
-        if ref and "projected_e2e_s" in r:
+        if ref and "projected_e2e_s" in r and r.get("task") == "generate":
             r["time_vs_resident"] = r["projected_e2e_s"] / ref["projected_e2e_s"]
             r["step_vs_resident"] = r["s_per_step"] / ref["s_per_step"]
         fl = r.get("flops_per_step")
@@ -544,7 +544,7 @@ def derive(ctx: Context, peak: dict) -> list[dict]:
             r["pct_of_matmul"] = 100 * fl["total"] / r["s_per_step"] / peak["measured_matmul"]
     for family, name, what, limit in TARGETS:
         key = family if not ctx.args.smoke else MODELS[family]
-        r = next((x for x in ctx.rows if x["model"] == key and x["profile"] == name), None)
+        r = next((x for x in ctx.rows if x["model"] == key and x["profile"] == name and x.get("task") != "edit"), None)
         if r is None:
             status = "not run"
         elif "error" in r:
@@ -562,16 +562,26 @@ def derive(ctx: Context, peak: dict) -> list[dict]:
     else:
         status = ("met" if ref["pct_of_peak"] >= 50 else "MISSED") + f" ({ref['pct_of_peak']:.0f}%)"
     targets.append({"target": "resident bf16 step >= 50% of bf16 peak (H100/H200)", "status": status})
+    for r in ctx.rows:  # every run within the planner's prediction and within its card
+        if r.get("error") or "peak_card_gib" not in r or r["profile"] == REFERENCE:
+            continue
+        ok = r["peak_card_gib"] <= max(r["predicted_gib"], 0.0) * 1.05 and r["peak_card_gib"] <= r["card_gb"]
+        status = ("met" if ok else "MISSED") + f" ({r['peak_card_gib']:.2f} vs {r['predicted_gib']:.2f} predicted)"
+        targets.append(
+            {"target": f"{r['model']} {r['profile']} {r['task']}: peak <= prediction +5%, <= card", "status": status}
+        )
     return targets
 
 
 COLUMNS = [
     ("model", "model"),
     ("profile", "profile"),
+    ("task", "task"),
     ("cap_gib", "VRAM cap GiB"),
     ("predicted_gib", "predicted GiB"),
     ("peak_alloc_gib", "peak alloc GiB"),
     ("peak_card_gib", "peak reserved + context GiB"),
+    ("measured_vs_predicted", "measured / predicted"),
     ("s_per_step", "s/step", 3),
     ("encode_s", "encode s"),
     ("decode_s", "decode s"),
@@ -603,6 +613,40 @@ def report(ctx: Context, peak: dict | None, targets: list[dict]) -> str:
         "",
         markdown_table(rows, COLUMNS),
     ]
+    phase_rows = [
+        {
+            "model": r["model"],
+            "profile": r["profile"],
+            "task": r.get("task"),
+            **{
+                f"{ph}": f"{r['measured_phases'].get(ph, float('nan')):.2f} / {r['predicted_phases'].get(ph, 0):.2f}"
+                for ph in ("encode", "denoise", "decode")
+            },
+            "references": f"{r['predicted_phases'].get('references', 0):.2f}",
+        }
+        for r in ctx.rows
+        if r.get("measured_phases") and r.get("predicted_phases")
+    ]
+    if phase_rows:
+        lines += [
+            "",
+            "Per phase, measured (max reserved + context) / predicted GiB; the measured 'encode' spans the prompt and "
+            "the references (until the transformer's first call), so compare it with the larger of the predicted "
+            "encode and references:",
+            "",
+            markdown_table(
+                phase_rows,
+                [
+                    ("model", "model"),
+                    ("profile", "profile"),
+                    ("task", "task"),
+                    ("encode", "encode (+ refs)"),
+                    ("references", "predicted references"),
+                    ("denoise", "denoise"),
+                    ("decode", "decode"),
+                ],
+            ),
+        ]
     if peak:
         table = f"{peak['table'] / 1e12:.0f} TFLOP/s (table)" if peak.get("table") else "no table entry"
         lines += [
@@ -619,7 +663,10 @@ def write(ctx: Context, peak: dict | None = None, targets: list | None = None, s
     name = NAME + ("_smoke" if ctx.args.smoke else "")
     data = {
         "machine": ctx.info,
-        "settings": {k: getattr(ctx.args, k) for k in ("size", "steps", "models", "profiles", "smoke", "budget_s")},
+        "settings": {
+            k: getattr(ctx.args, k)
+            for k in ("size", "steps", "models", "profiles", "edit_profiles", "smoke", "budget_s")
+        },
         "cuda_context_gib": ctx.context_gib,
         "peak_flops": peak,
         "rows": ctx.rows,
@@ -639,7 +686,8 @@ def main() -> int:
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--size", type=int, default=None, help="image side (default 1024; 128 with --smoke)")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--budget-s", type=float, default=450, help="no new profile starts after this many seconds")
+    parser.add_argument("--edit-profiles", default=EDIT_PROFILES, help="2.1 profiles that also run an edit")
+    parser.add_argument("--budget-s", type=float, default=330, help="no new profile starts after this many seconds")
     parser.add_argument("--out", default=None, help="folder for the JSON and markdown (default bench/results)")
     args = parser.parse_args()
     args.size = args.size or (128 if args.smoke else 1024)

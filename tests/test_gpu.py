@@ -144,3 +144,78 @@ def test_20b_role_switch_under_model_offload(cleanup, keep_both):
     import numpy as np
 
     np.testing.assert_allclose(np.asarray(again.images[0]), np.asarray(first.images[0]), atol=2)
+
+
+# -- the defects of issue 10 on the real device (their CPU tests: test_offload.py, test_speed.py) ---------------------
+def _device_of(module) -> str:
+    return next(module.parameters()).device.type
+
+
+def test_20b_role_switch_under_group_offload(cleanup):
+    """Defect 1: generate -> edit -> generate with the shared text encoder streamed (every 20B group profile)."""
+    from qwen_image.offload import offload_hook
+
+    engine = _engine("tiny-qwen-image", "12gb")
+    cleanup(engine)
+    assert engine.profile.offload == "group"
+    first = _generate(engine)
+    edited = _generate(engine, prompt="make the fox blue", images=(first.images[0],))
+    assert edited.request.mode == "edit"
+    again = _generate(engine, prompt="a red fox in the snow")
+    assert again.request.mode == "generate"
+    te = engine._loaded.generate.text_encoder
+    assert offload_hook(te).execution_device.type == "cuda"
+    assert _device_of(te) == "cpu"  # between jobs the text encoder is back in system RAM
+
+
+@pytest.mark.parametrize("profile", ["16gb", "12gb"])
+def test_21_edit_phases_on_the_gpu(cleanup, profile):
+    """Defects 3 and 5: where the text encoder and the VAE really are while references are encoded, while
+    denoising, and after the job."""
+    engine = _engine("tiny", profile)
+    cleanup(engine)
+    pipe = engine._loaded.generate
+    seen = {}
+    hooks = [
+        pipe.vae.encoder.register_forward_pre_hook(
+            lambda m, a: seen.setdefault("references", (_device_of(pipe.text_encoder), _device_of(pipe.vae)))
+        ),
+        pipe.transformer.register_forward_pre_hook(
+            lambda m, a: seen.setdefault("denoise", (_device_of(pipe.text_encoder), _device_of(pipe.vae)))
+        ),
+    ]
+    try:
+        first = _generate(engine)
+        _generate(engine, prompt="make the fox blue", images=(first.images[0],))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["references"] == ("cpu", "cuda")
+    vae_while_denoising = "cpu" if engine.profile.offload == "model" else "cuda"
+    assert seen["denoise"] == ("cpu", vae_while_denoising)
+    if engine.profile.offload == "model":
+        assert _device_of(pipe.vae) == "cpu" and _device_of(pipe.text_encoder) == "cpu"
+
+
+@pytest.mark.parametrize(("profile", "backend"), [("24gb", "eager"), ("12gb", "inductor")])
+def test_compile_on_the_gpu(cleanup, profile, backend):
+    """Defect 2: --compile with a bf16 transformer (full graphs) and with fp8 + block streaming (graph breaks,
+    compiled by inductor)."""
+    from qwen_image.speed import compile_fullgraph
+
+    engine = _engine("tiny", profile, compile_blocks=True, compile_backend=backend)
+    cleanup(engine)
+    assert compile_fullgraph(engine.profile) is (profile == "24gb")
+    _generate(engine)
+    _generate(engine, seed=2)
+
+
+@pytest.mark.parametrize("backend", ["_native_flash", "_native_cudnn", "_native_efficient"])
+def test_attention_backends_on_the_gpu(cleanup, backend):
+    """Defect 9: mask-less kernels run 2.1's cached steps and leave the masked prefill to SDPA; the others run
+    every call."""
+    engine = _engine("tiny", "24gb", attention_backend=backend)
+    cleanup(engine)
+    _generate(engine)
+    first = _generate(engine, steps=3)
+    _generate(engine, prompt="make it blue", images=(first.images[0],))

@@ -316,3 +316,13 @@ def test_fp8_bytes_close_to_layerwise_casting(arch):
     actual = _nbytes(module.parameters())
     predicted = weight_bytes(count_params(arch)["transformer"], "fp8", 2)
     assert predicted == pytest.approx(actual, rel=0.01)
+
+
+def test_group_profiles_stream_one_block_per_group():
+    """diffusers streams one block per group on a CUDA stream (it overrides num_blocks_per_group), so the planner's
+    'running + prefetched group' counts two blocks only if the profile says one block per group."""
+    for family in ("qwen-image-2.1", "qwen-image"):
+        for name in profile_names():
+            profile = get_profile(name, family)
+            if profile.offload == "group":
+                assert profile.group_blocks == 1, (family, name)
