@@ -15,6 +15,7 @@ from functools import cache
 
 from .architectures import CONFIG_DIR, build_module, load_architecture
 from .hardware import GiB
+from .loader import QUANTIZE_VISION_TOWER, VISION_TOWER
 from .profiles import Profile, get_profile, gpu_profiles
 
 
@@ -35,6 +36,8 @@ class ComponentCounts:
     hidden: int
     layers: int
     intermediate: int
+    vision_linear: int = 0  # the part of ``linear`` in the text encoder's vision tower
+    vision_rows: int = 0
 
 
 @cache
@@ -47,7 +50,7 @@ def count_params(arch_name: str) -> dict[str, ComponentCounts]:
     for comp in ("text_encoder", "transformer", "vae"):
         module = build_module(arch[comp], device="meta")
         total = sum(p.numel() for p in module.parameters())
-        linear = rows = castable = lm_head = 0
+        linear = rows = castable = lm_head = vision_linear = vision_rows = 0
         for name, m in module.named_modules():
             if isinstance(m, torch.nn.Linear):
                 if name.endswith("lm_head"):
@@ -56,6 +59,9 @@ def count_params(arch_name: str) -> dict[str, ComponentCounts]:
                 linear += m.weight.numel()
                 rows += m.out_features
                 castable += m.weight.numel()
+                if name.startswith(VISION_TOWER + "."):
+                    vision_linear += m.weight.numel()
+                    vision_rows += m.out_features
             elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
                 castable += m.weight.numel()
         blocks, block_params, hidden, layers, inter = 0, 0, 0, 0, 0
@@ -68,19 +74,44 @@ def count_params(arch_name: str) -> dict[str, ComponentCounts]:
             layers, hidden, inter = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
             blocks = layers
             block_params = sum(p.numel() for p in module.model.language_model.layers[0].parameters())
-        out[comp] = ComponentCounts(total, linear, rows, castable, lm_head, blocks, block_params, hidden, layers, inter)
+        out[comp] = ComponentCounts(
+            total,
+            linear,
+            rows,
+            castable,
+            lm_head,
+            blocks,
+            block_params,
+            hidden,
+            layers,
+            inter,
+            vision_linear,
+            vision_rows,
+        )
     return out
 
 
-def weight_bytes(counts: ComponentCounts, precision: str, dtype_bytes: int, drop_lm_head: bool = False) -> int:
-    """Bytes of a component's weights stored at ``precision`` ("full", "int8", "nf4", "fp8")."""
+def weight_bytes(
+    counts: ComponentCounts,
+    precision: str,
+    dtype_bytes: int,
+    drop_lm_head: bool = False,
+    quantize_vision: bool | None = None,
+) -> int:
+    """Bytes of a component's weights stored at ``precision`` ("full", "int8", "nf4", "fp8"); a text encoder's
+    vision tower is quantized as the loader's QUANTIZE_VISION_TOWER says unless ``quantize_vision`` is given."""
     total = counts.total - (counts.lm_head if drop_lm_head else 0)
     if precision == "full":
         return total * dtype_bytes
+    if quantize_vision is None:
+        quantize_vision = QUANTIZE_VISION_TOWER.get(precision, True)
+    linear, rows = counts.linear, counts.linear_rows
+    if not quantize_vision:
+        linear, rows = linear - counts.vision_linear, rows - counts.vision_rows
     if precision == "int8":  # LLM.int8: int8 weights + one fp32 scale per output row; the rest stays 16-bit
-        return counts.linear + 4 * counts.linear_rows + (total - counts.linear) * dtype_bytes
+        return linear + 4 * rows + (total - linear) * dtype_bytes
     if precision == "nf4":  # 4-bit weights + one fp32 absmax per 64-weight block
-        return counts.linear // 2 + 4 * math.ceil(counts.linear / 64) + (total - counts.linear) * dtype_bytes
+        return linear // 2 + 4 * math.ceil(linear / 64) + (total - linear) * dtype_bytes
     if precision == "fp8":  # layerwise casting: Linear/Conv weights in float8, norms and biases in dtype
         return counts.castable + (total - counts.castable) * dtype_bytes
     raise ValueError(f"unknown precision {precision!r}")

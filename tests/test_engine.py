@@ -149,9 +149,10 @@ def test_cpu_profile_text_encoder_is_8bit(engine):
     assert isinstance(te.lm_head, torch.nn.Identity)  # dropped: the pipelines read hidden states only
     linears = [(name, m) for name, m in te.named_modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) > 10
-    plain = [name for name, m in linears if not isinstance(m, bnb.nn.Linear8bitLt)]
-    assert plain == []
-    assert all(m.weight.dtype == torch.int8 for _, m in linears)
+    # the language model in 8 bits; the vision tower stays in 16/32 bits (qwen_image.loader.QUANTIZE_VISION_TOWER)
+    plain = {name for name, m in linears if not isinstance(m, bnb.nn.Linear8bitLt)}
+    assert plain == {name for name, _ in linears if name.startswith("model.visual.")} and plain
+    assert all(m.weight.dtype == torch.int8 for name, m in linears if name not in plain)
     # everything ran on the CPU
     assert pipe.device.type == "cpu"
     for module in (pipe.transformer, pipe.vae, te):

@@ -255,17 +255,25 @@ def test_int8_text_encoder_bytes_match_bitsandbytes(arch):
         if arch == "tiny-qwen-image-2.1"
         else transformers.Qwen2_5_VLForConditionalGeneration
     )
-    model = cls.from_pretrained(
-        ensure_tiny(arch) / paths[arch],
-        dtype=torch.bfloat16,
-        quantization_config=transformers.BitsAndBytesConfig(load_in_8bit=True),
-    )
-    state = model.state_dict()
-    assert any(t.dtype == torch.int8 for t in state.values())
-    kept = [t for k, t in state.items() if "lm_head" not in k and not k.endswith("weight_format")]
-    actual = _nbytes(kept)
-    predicted = weight_bytes(count_params(arch)["text_encoder"], "int8", 2, drop_lm_head=True)
-    assert abs(actual - predicted) <= 16, (actual, predicted)
+    from qwen_image.loader import text_encoder_quantization
+
+    for quantize_vision in (False, True):  # the app's choice for 8-bit (vision tower in bf16) and the other
+        model = cls.from_pretrained(
+            ensure_tiny(arch) / paths[arch],
+            dtype=torch.bfloat16,
+            quantization_config=text_encoder_quantization("int8", torch.bfloat16, quantize_vision=quantize_vision),
+        )
+        state = model.state_dict()
+        assert any(t.dtype == torch.int8 for t in state.values())
+        vision_int8 = any(t.dtype == torch.int8 for k, t in state.items() if k.startswith("model.visual."))
+        assert vision_int8 is quantize_vision
+        kept = [t for k, t in state.items() if "lm_head" not in k and not k.endswith("weight_format")]
+        actual = _nbytes(kept)
+        counts = count_params(arch)["text_encoder"]
+        predicted = weight_bytes(counts, "int8", 2, drop_lm_head=True, quantize_vision=quantize_vision)
+        assert abs(actual - predicted) <= 16, (quantize_vision, actual, predicted)
+    default = weight_bytes(counts, "int8", 2, drop_lm_head=True)
+    assert default == weight_bytes(counts, "int8", 2, drop_lm_head=True, quantize_vision=False)
 
 
 PUBLISHED = {
@@ -295,9 +303,13 @@ def test_real_counts_details():
     assert weight_bytes(tr20, "full", 2) / 1e9 == pytest.approx(40.9, abs=0.1)
     assert weight_bytes(te21, "full", 2) / 1e9 == pytest.approx(17.5, abs=0.1)
     assert weight_bytes(te20, "full", 2) / 1e9 == pytest.approx(16.6, abs=0.1)
-    # int8 keeps embeddings (and lm_head, unless dropped) in 16 bits: about 10.0 / 9.4 GB
-    assert weight_bytes(te21, "int8", 2) / 1e9 == pytest.approx(10.0, abs=0.15)
-    assert weight_bytes(te20, "int8", 2) / 1e9 == pytest.approx(9.4, abs=0.15)
+    # int8 keeps embeddings (and lm_head, unless dropped) in 16 bits: about 10.0 / 9.4 GB with the vision tower
+    # quantized, and the vision tower in bf16 (the app's 8-bit choice) adds its int8 savings back: ~0.6 / 0.7 GB
+    assert weight_bytes(te21, "int8", 2, quantize_vision=True) / 1e9 == pytest.approx(10.0, abs=0.15)
+    assert weight_bytes(te20, "int8", 2, quantize_vision=True) / 1e9 == pytest.approx(9.4, abs=0.15)
+    for te, extra in ((te21, 0.57), (te20, 0.67)):
+        kept = weight_bytes(te, "int8", 2, quantize_vision=False) - weight_bytes(te, "int8", 2, quantize_vision=True)
+        assert kept / 1e9 == pytest.approx(extra, abs=0.03)
     for counts in (tr21, tr20, te21):
         assert weight_bytes(counts, "nf4", 2) < weight_bytes(counts, "int8", 2) < weight_bytes(counts, "full", 2)
     with pytest.raises(ValueError, match="unknown precision"):
