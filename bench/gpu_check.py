@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), QWEN_IMAGE_CACHE=str(out / "cache"))
-    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
     env_info = environment(out)
     steps = []

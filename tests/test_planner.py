@@ -338,3 +338,22 @@ def test_group_profiles_stream_one_block_per_group():
             profile = get_profile(name, family)
             if profile.offload == "group":
                 assert profile.group_blocks == 1, (family, name)
+
+
+@pytest.mark.parametrize("profile", ["12gb", "8gb"])
+def test_21_edit_with_a_1024_reference_fits_12_and_8_gb(profile):
+    """Issue 10's Done-when: every phase of a 2.1 edit with one 1024-px reference fits the card, counting what the
+    engine really keeps on the GPU in that phase (the text encoder is gone before the references are encoded)."""
+    from qwen_image.planner import PHASE_USES, resident_components
+
+    prof = get_profile(profile, "qwen-image-2.1")
+    workload = Workload(1024, 1024, references=1, reference_resolution=1024)
+    budget = prof.card_gb - 0.5
+    plan = predict(SPEC21, prof, workload, budget_gb=budget)
+    assert set(plan.phases_gb) == set(PHASE_USES) and plan.fits
+    assert max(plan.phases_gb.values()) <= budget
+    assert "text_encoder" not in resident_components(prof.offload, "references")
+    w = plan.weights_gb
+    context = 0.45
+    refs = plan.phases_gb["references"]
+    assert refs == pytest.approx(w["vae"] + plan.activations_gb["references"] + context, abs=0.01)
