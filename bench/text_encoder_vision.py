@@ -18,7 +18,7 @@ handed to the language model), and the encoder's last-layer output (before the f
 pipelines read it after the norm, which rescales per token) at the image-token positions and at the text positions.
 Vision-tower bytes are in-memory parameter + buffer bytes, for the full depth.
 
-    python bench/text_encoder_vision.py             # both encoders (~10 min on 2 cores)
+    python bench/text_encoder_vision.py             # both encoders (~40 min on 2 shared cores)
     python bench/text_encoder_vision.py --quick     # 4 vision blocks, 1 input (smoke check)
 """
 
@@ -39,7 +39,7 @@ from _common import GiB, machine_info, machine_line, markdown_table, write_resul
 NAME = "text_encoder_vision"
 ENCODERS = {"qwen-image-2.1": "Qwen3-VL-8B", "qwen-image": "Qwen2.5-VL-7B"}
 SIDE = {"qwen-image-2.1": 512, "qwen-image": 384}
-VARIANTS = ("fp32", "bf16", "int8", "int8-text-only", "nf4", "nf4-text-only")
+VARIANTS = ("fp32", "bf16", "int8", "int8-text-only", "nf4", "nf4-text-only", "nf4-dq", "nf4-text-only-dq")
 HEAD = (
     "<|im_start|>system\nDescribe the input image, then how the instruction changes it.<|im_end|>\n<|im_start|>user\n"
 )
@@ -116,12 +116,32 @@ def quant_config(variant: str):
     """The app's BitsAndBytesConfig for the variant (qwen_image.loader.text_encoder_quantization)."""
     from qwen_image.loader import text_encoder_quantization
 
-    precision, _, scope = variant.partition("-")
-    if precision not in ("int8", "nf4"):
+    precision, _, scope = variant.removesuffix("-dq").partition("-")
+    if precision not in ("int8", "nf4") or variant.endswith("-dq"):
         return None
     import torch
 
     return text_encoder_quantization(precision, torch.bfloat16, quantize_vision=scope != "text-only")
+
+
+def nf4_round_trip(model, vision: bool) -> None:
+    """Every Linear weight (the vision tower's only if ``vision``) replaced by its nf4 round trip: what bitsandbytes'
+    nf4 layer multiplies with (it dequantizes to the compute dtype). bitsandbytes' CPU nf4 kernel refuses the vision
+    widths (not multiples of its block), so this is how the nf4 vision tower is measured here; the text-only variant
+    is run both ways as the check of this simulation."""
+    import bitsandbytes.functional as bf
+    import torch
+
+    from qwen_image.loader import VISION_TOWER
+
+    for name, module in model.named_modules():
+        if type(module) is not torch.nn.Linear or name.endswith("lm_head"):
+            continue
+        if name.startswith(VISION_TOWER) and not vision:
+            continue
+        w = module.weight.data
+        q, state = bf.quantize_4bit(w, blocksize=64, quant_type="nf4")
+        module.weight.data = bf.dequantize_4bit(q, state, blocksize=64, quant_type="nf4").to(w.dtype)
 
 
 def load(folder: Path, family: str, variant: str):
@@ -132,7 +152,10 @@ def load(folder: Path, family: str, variant: str):
 
     cls = getattr(transformers, load_architecture(family)["text_encoder"].class_name)
     dtype = torch.float32 if variant == "fp32" else torch.bfloat16
-    return cls.from_pretrained(folder, dtype=dtype, quantization_config=quant_config(variant)).eval()
+    model = cls.from_pretrained(folder, dtype=dtype, quantization_config=quant_config(variant)).eval()
+    if variant.endswith("-dq"):
+        nf4_round_trip(model, vision="text-only" not in variant)
+    return model
 
 
 def module_bytes(module) -> int:
@@ -223,7 +246,9 @@ def measure_family(family: str, args, tokenizer) -> list[dict]:
             try:
                 model = load(src, family, variant)
                 visual = model.model.visual
-                row["vision_class"] = type(visual.blocks[0].attn.qkv).__name__
+                row["vision_class"] = type(visual.blocks[0].attn.qkv).__name__ + (
+                    " (nf4 round trip)" if variant == "nf4-dq" else ""
+                )
                 row["vision_gib_full_depth"] = vision_bytes_full_depth(visual, full_depth) / GiB
                 outs, row["s_per_input"] = run(model, inputs)
                 del model
@@ -278,7 +303,9 @@ def report(rows: list[dict], info: dict, args) -> str:
             f"Real widths, {depth}, 2 text decoder layers, random weights; {args.inputs} edit prompt(s) with one "
             "synthetic reference each (2.1: 512x512, 20B: 384x384). Relative L2 error against the bf16 encoder "
             "(fp32 column: against float32). `-text-only` = vision tower skipped by bitsandbytes "
-            "(`llm_int8_skip_modules`), kept in bf16.",
+            "(`llm_int8_skip_modules`), kept in bf16. `-dq`: nf4 simulated by the round trip of every weight "
+            "(bitsandbytes' CPU nf4 kernel refuses the vision widths); the text-only pair checks the simulation. The "
+            "vision tower GiB of an `-dq` row are bf16 in memory here; as nf4 they take the `nf4` row's figure.",
             "",
             markdown_table(shown, COLUMNS),
         ]

@@ -31,11 +31,15 @@ warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
 _LOAD_LOCK = threading.RLock()
 
 # The text encoders' vision tower (Qwen2.5-VL and Qwen3-VL in transformers 5) and whether the 8-bit / nf4 text
-# encoder quantizes it too, decided on bench/text_encoder_vision.py's figures (README, Performance): 8-bit keeps it
-# in bf16 (the reference images' embedding error halves, from 5.9% to 2.9% (Qwen3-VL) and 8.4% to 3.5% (Qwen2.5-VL),
-# for 0.53 / 0.63 GiB more while encoding); nf4 quantizes it (the 8 GB profile has no room for 0.8 GiB more).
+# encoder quantizes it too, decided on bench/text_encoder_vision.py's figures (README, Performance): it stays in bf16.
+# Quantized, it doubles the reference images' embedding error in 8 bits (Qwen3-VL 2.9% -> 5.9%, Qwen2.5-VL 3.5% ->
+# 8.4%) and nearly triples it in nf4 (20% -> 58%, 23% -> 58%), to save 0.5-0.6 GiB (8-bit) / 0.8-0.9 GiB (nf4)
+# while encoding, which every profile has room for.
 VISION_TOWER = "model.visual"
-QUANTIZE_VISION_TOWER = {"int8": False, "nf4": True}
+QUANTIZE_VISION_TOWER = {"int8": False, "nf4": False}
+# nf4 with its per-block scales quantized too (QLoRA's double quantization): 0.4 bits less per weight, 0.35 GiB on
+# the 8 GB profile's text encoder, which pays for its bf16 vision tower there
+NF4_DOUBLE_QUANT = True
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,11 @@ def text_encoder_quantization(precision: str, dtype, quantize_vision: bool | Non
         return transformers.BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     if precision == "nf4":
         return transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=NF4_DOUBLE_QUANT,
+            llm_int8_skip_modules=skip,
         )
     return None
 
@@ -108,7 +116,12 @@ def transformer_quantization(profile: Profile):
     if profile.transformer == "int8":
         return diffusers.BitsAndBytesConfig(load_in_8bit=True)
     if profile.transformer == "nf4":
-        return diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        return diffusers.BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=NF4_DOUBLE_QUANT,
+        )
     return None
 
 

@@ -15,7 +15,7 @@ from functools import cache
 
 from .architectures import CONFIG_DIR, build_module, load_architecture
 from .hardware import GiB
-from .loader import QUANTIZE_VISION_TOWER, VISION_TOWER
+from .loader import NF4_DOUBLE_QUANT, QUANTIZE_VISION_TOWER, VISION_TOWER
 from .profiles import Profile, get_profile, gpu_profiles
 
 
@@ -110,11 +110,18 @@ def weight_bytes(
         linear, rows = linear - counts.vision_linear, rows - counts.vision_rows
     if precision == "int8":  # LLM.int8: int8 weights + one fp32 scale per output row; the rest stays 16-bit
         return linear + 4 * rows + (total - linear) * dtype_bytes
-    if precision == "nf4":  # 4-bit weights + one fp32 absmax per 64-weight block
-        return linear // 2 + 4 * math.ceil(linear / 64) + (total - linear) * dtype_bytes
+    if precision == "nf4":  # 4-bit weights + per 64-weight block one absmax: 8-bit, itself scaled per 256 blocks
+        return linear // 2 + nf4_scale_bytes(linear) + (total - linear) * dtype_bytes
     if precision == "fp8":  # layerwise casting: Linear/Conv weights in float8, norms and biases in dtype
         return counts.castable + (total - counts.castable) * dtype_bytes
     raise ValueError(f"unknown precision {precision!r}")
+
+
+def nf4_scale_bytes(weights: int) -> int:
+    """Bytes of the block scales of ``weights`` nf4 weights (blocks of 64): fp32 each, or with double quantization
+    (the loader's NF4_DOUBLE_QUANT) uint8 each plus one fp32 per 256 of them."""
+    blocks = math.ceil(weights / 64)
+    return blocks + 4 * math.ceil(blocks / 256) if NF4_DOUBLE_QUANT else 4 * blocks
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,7 @@ def resident_components(offload: str, phase: str) -> frozenset:
     """Whole components on the GPU during a phase, as the engine's offloading places them (qwen_image.offload).
 
     none: everything. model: the component the phase runs (the text encoder leaves before references are encoded,
-    the VAE after the engine's decode). group: the VAE always, the text encoder while encoding; the transformer only
+    the VAE before denoising and after the engine's decode). group: the same, except that the transformer only
     streams its blocks (counted apart). sequential: nothing whole (one submodule at a time, counted apart).
     """
     if offload == "none":
@@ -211,7 +218,7 @@ def resident_components(offload: str, phase: str) -> frozenset:
     if offload == "model":
         return frozenset({PHASE_USES[phase]})
     if offload == "group":
-        return frozenset({"vae", "text_encoder"} if phase == "encode" else {"vae"})
+        return frozenset({PHASE_USES[phase]}) - {"transformer"}
     return frozenset()
 
 

@@ -87,9 +87,10 @@ def test_group_offload_streams_blocks_from_the_cpu(cleanup):
     torch.cuda.reset_peak_memory_stats()
     _generate(engine)
     assert torch.cuda.max_memory_allocated() > 0
-    # between calls the blocks are back on the CPU; the VAE stays resident
+    # between calls the blocks, the text encoder and the VAE are back on the CPU
     assert {p.device.type for p in blocks.parameters()} == {"cpu"}
-    assert {p.device.type for p in pipe.vae.parameters()} == {"cuda"}
+    assert {p.device.type for p in pipe.vae.parameters()} == {"cpu"}
+    assert {p.device.type for p in pipe.text_encoder.parameters()} == {"cpu"}
     _generate(engine, seed=2)  # the second call reuses the installed hooks
 
 
@@ -191,10 +192,8 @@ def test_21_edit_phases_on_the_gpu(cleanup, profile):
         for h in hooks:
             h.remove()
     assert seen["references"] == ("cpu", "cuda")
-    vae_while_denoising = "cpu" if engine.profile.offload == "model" else "cuda"
-    assert seen["denoise"] == ("cpu", vae_while_denoising)
-    if engine.profile.offload == "model":
-        assert _device_of(pipe.vae) == "cpu" and _device_of(pipe.text_encoder) == "cpu"
+    assert seen["denoise"] == ("cpu", "cpu")
+    assert _device_of(pipe.vae) == "cpu" and _device_of(pipe.text_encoder) == "cpu"
 
 
 @pytest.mark.parametrize(("profile", "backend"), [("24gb", "eager"), ("12gb", "inductor")])

@@ -80,14 +80,14 @@ def test_no_limit_and_no_cgroup_files(machine):
     assert system_memory() == pytest.approx((64.0, 50.0))
 
 
-def test_profile_choice_in_a_16_gib_container_on_a_64_gib_host(machine):
+def test_profile_choice_in_a_20_gib_container_on_a_64_gib_host(machine):
     """The 24gb profile offloads ~23 GiB of Qwen-Image-2.1 weights to RAM: right for the 64 GiB host, wrong for a
-    container limited to 16 GiB, where the old /proc/meminfo reading still saw the host."""
+    container limited to 20 GiB, where the old /proc/meminfo reading still saw the host."""
     write(machine.proc, "0::/\n")
-    write(machine.root / "memory.max", f"{16 * GiB}\n")
+    write(machine.root / "memory.max", f"{20 * GiB}\n")
     write(machine.root / "memory.current", f"{1 * GiB}\n")
     hw = replace(detect(), cuda=True, gpu_name="RTX 4090", vram_total_gb=24.0, vram_free_gb=23.5)
-    assert hw.ram_total_gb == pytest.approx(16.0) and hw.ram_available_gb == pytest.approx(15.0)
+    assert hw.ram_total_gb == pytest.approx(20.0) and hw.ram_available_gb == pytest.approx(19.0)
     choice = choose_setup("qwen-image-2.1", hardware=hw)
     assert choice.plan.profile != "24gb" and choice.plan.fits
     assert choice.plan.host_ram_gb <= hw.ram_available_gb * 0.85

@@ -357,3 +357,18 @@ def test_21_edit_with_a_1024_reference_fits_12_and_8_gb(profile):
     context = 0.45
     refs = plan.phases_gb["references"]
     assert refs == pytest.approx(w["vae"] + plan.activations_gb["references"] + context, abs=0.01)
+
+
+def test_nf4_bytes_match_bitsandbytes():
+    """The planner's nf4 bytes (double quantization: 8-bit block scales, one fp32 per 256 of them) against what
+    bitsandbytes stores for a weight of the real width."""
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    from qwen_image.loader import NF4_DOUBLE_QUANT
+    from qwen_image.planner import nf4_scale_bytes
+
+    weight = torch.randn(4096, 1152, dtype=torch.bfloat16)
+    packed, state = bnbf.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=NF4_DOUBLE_QUANT)
+    stored = [packed, state.absmax] + ([state.state2.absmax] if NF4_DOUBLE_QUANT else [])
+    assert _nbytes(stored) == weight.numel() // 2 + nf4_scale_bytes(weight.numel())
