@@ -497,7 +497,8 @@ def run_model(key: str, names: list[str], ctx: Context) -> None:
             twin = same_settings(spec, name, done, ctx)
             if twin is not None:
                 for row in [dict(r) for r in ctx.rows if r["model"] == spec.key and r["profile"] == twin]:
-                    row.update(profile=name, note=f"same settings as {twin}: measured once, VRAM cap {twin}'s")
+                    card = effective_profile(name, spec.family, ctx).card_gb
+                    row.update(profile=name, card_gb=card, note=f"same settings as {twin}: measured once under its cap")
                     ctx.add(row)
                 continue
             t0 = time.perf_counter()
@@ -598,7 +599,7 @@ def report(ctx: Context, peak: dict | None, targets: list[dict]) -> str:
     rows = []
     for r in ctx.rows:
         row = dict(r)
-        row["note"] = r.get("error") or "; ".join(r.get("notes", []))
+        row["note"] = r.get("error") or "; ".join([*r.get("notes", []), *([r["note"]] if r.get("note") else [])])
         rows.append(row)
     steps = ctx.args.steps
     lines = [
