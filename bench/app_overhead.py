@@ -123,7 +123,7 @@ def time_app(url: str, data: Path, runs: int, warmup: int) -> dict:
 
 def time_engine(runs: int, warmup: int) -> list[float]:
     from qwen_image.factory import build_engine, choose_setup
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     engine = build_engine(choose_setup("tiny"))
     engine.start()

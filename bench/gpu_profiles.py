@@ -314,7 +314,7 @@ def make_engine(spec, profile, pipe, tokenizer, budget_gb: float | None, ctx: Co
 
 def generate(engine, prompt: str, size: int, steps: int) -> tuple:
     """Run one request; returns the result and the wall time at the end of every denoising step."""
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     marks: list[float] = []
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 
 from . import decode as dec
 from .embed_cache import EmbedCache
+from .generation import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
 from .hardware import Hardware
 from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
 from .planner import Workload, predict
 from .profiles import Profile
 from .registry import ModelSpec
-from .requests import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .requests import ValidationError
+from .generation import ValidationError
 
 MAX_PIXELS = 40_000_000
 MAX_ASPECT = 8.0

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from qwen_image.engine import TRANSPARENT_PREFIX, Cancelled, Engine, EngineError, Progress, model_prompt
+from qwen_image.generation import GenerationRequest, ValidationError
 from qwen_image.profiles import get_profile
 from qwen_image.registry import resolve_model
-from qwen_image.requests import GenerationRequest, ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 from PIL import Image
 
+from conversations.jobs import JobManager
+from conversations.store import Store
 from qwen_image.engine import Progress
-from qwen_image.jobs import JobManager
-from qwen_image.requests import GenerationRequest
-from qwen_image.store import Store
+from qwen_image.generation import GenerationRequest
 
 OWNER = "anon-" + "b" * 24
 

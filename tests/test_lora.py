@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from qwen_image.engine import Engine
+from qwen_image.generation import GenerationRequest
 from qwen_image.hardware import detect
 from qwen_image.loader import checkpoint_sources
 from qwen_image.profiles import get_profile
 from qwen_image.registry import load_registry
-from qwen_image.requests import GenerationRequest
 
 
 def make_lora(source: str, folder, name: str, seed: int) -> dict:

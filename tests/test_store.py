@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qwen_image import store_schema
+from conversations import store_schema
+from conversations.owners import OwnerTokens, user_owner
+from conversations.store import INTERRUPTED, Store
 from qwen_image.metadata import image_settings, read_settings
-from qwen_image.owners import OwnerTokens, user_owner
-from qwen_image.store import INTERRUPTED, Store
 
 A, B = "anon-aaaaaaaaaaaaaaaaaaaaaaaa", "anon-bbbbbbbbbbbbbbbbbbbbbbbb"
 SETTINGS = {"model": "tiny", "mode": "generate", "prompt": "a red fox", "steps": 4, "width": 16, "height": 16}

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from qwen_image.owners import OwnerTokens
+from conversations.owners import OwnerTokens
+from conversations.store import Store
 from qwen_image.registry import load_registry
-from qwen_image.store import Store
 from ui import render
 from ui.context import AppContext
 from ui.settings import AUTO, PanelValues, request_from_settings, to_request

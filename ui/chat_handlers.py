@@ -11,7 +11,7 @@ import logging
 
 import gradio as gr
 
-from qwen_image.requests import ValidationError
+from qwen_image.generation import ValidationError
 
 from . import render
 from .context import AppContext, user_error

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from qwen_image.generation import ValidationError
 from qwen_image.images import ImageInputError, open_image
-from qwen_image.requests import ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -94,18 +94,18 @@ def launch_kwargs(args, outbox: Path, auth: list) -> dict:
 
 def browser_secret(data_dir: Path) -> str:
     """A stable secret for gr.BrowserState (derived from the server secret) so that owners survive restarts."""
-    from qwen_image.owners import load_secret
+    from conversations.owners import load_secret
 
     return hashlib.sha256(b"browser-state:" + load_secret(data_dir)).hexdigest()[:32]
 
 
 def build(args):
     """Engine (loading in the background), store, jobs and the Blocks app."""
+    from conversations.jobs import JobManager
+    from conversations.owners import OwnerTokens
+    from conversations.store import Store
     from qwen_image.factory import deferred_engine
-    from qwen_image.jobs import JobManager
     from qwen_image.loader import LoadOptions
-    from qwen_image.owners import OwnerTokens
-    from qwen_image.store import Store
 
     from .app import build_app
     from .context import AppContext

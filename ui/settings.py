@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from qwen_image.requests import SEED_MAX, GenerationRequest
+from qwen_image.generation import SEED_MAX, GenerationRequest
 from qwen_image.sizes import size_for
 
 AUTO = "auto"

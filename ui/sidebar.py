@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from qwen_image.archive import export_conversation, import_conversation
+from conversations.archive import export_conversation, import_conversation
 from qwen_image.metadata import read_settings
 
 from .context import AppContext, user_error

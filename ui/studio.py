@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from qwen_image.requests import ValidationError
+from qwen_image.generation import ValidationError
 
 from . import render
 from .context import AppContext, user_error

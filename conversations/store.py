@@ -16,8 +16,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from qwen_image.metadata import image_settings, save_png
+
 from . import store_schema as schema
-from .metadata import image_settings, save_png
 from .store_schema import INTERRUPTED, Conversation, ConversationSummary, ImageRecord, Turn
 
 __all__ = ["INTERRUPTED", "Conversation", "ConversationSummary", "ImageRecord", "Store", "Turn"]

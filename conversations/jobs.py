@@ -15,8 +15,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, replace
 
-from .engine import Cancelled, EngineError, Progress
-from .requests import ResolvedRequest, ValidationError
+from qwen_image.engine import Cancelled, EngineError, Progress
+from qwen_image.generation import ResolvedRequest, ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write
-from .metadata import JSON_KEY
+from qwen_image.atomic import atomic_write
+from qwen_image.metadata import JSON_KEY
 
 DB_NAME = "history.sqlite3"
 BUSY_TIMEOUT_MS = 10_000

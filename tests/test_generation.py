@@ -1,4 +1,4 @@
-"""Validation of generation requests (qwen_image.requests.resolve): every error a user can cause, and defaults."""
+"""Validation of generation requests (qwen_image.generation.resolve): every error a user can cause, and defaults."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from qwen_image.registry import load_registry
-from qwen_image.requests import (
+from qwen_image.generation import (
     MAX_PROMPT_TOKENS,
     SEED_MAX,
     GenerationRequest,
@@ -16,6 +15,7 @@ from qwen_image.requests import (
     ValidationError,
     resolve,
 )
+from qwen_image.registry import load_registry
 
 REG = load_registry()
 
