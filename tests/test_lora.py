@@ -43,11 +43,9 @@ def lightning(tmp_path_factory):
         true_cfg=1.0,
         negative_prompt="",
         allow_cfg=False,
-        extra={
-            "lora_generate": make_lora(gen_src, folder, "gen.safetensors", 1),
-            "lora_edit": make_lora(edit_src, folder, "edit.safetensors", 2),
-            "scheduler": preset.extra["scheduler"],
-        },
+        lora_generate=make_lora(gen_src, folder, "gen.safetensors", 1),
+        lora_edit=make_lora(edit_src, folder, "edit.safetensors", 2),
+        scheduler=preset.scheduler,
     )
     engine = Engine(spec, get_profile("cpu", spec.family), detect())
     engine.start()
