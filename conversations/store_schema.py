@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -296,6 +295,13 @@ class Conversation:
     turns: tuple[Turn, ...] = ()
     custom_title: str | None = None  # the name given by the user; None while the title is automatic
 
+    def latest_output(self) -> ImageRecord | None:
+        """The first image of the last turn that made images: what a follow-up message edits."""
+        for turn in reversed(self.turns):
+            if turn.outputs:
+                return turn.outputs[0]
+        return None
+
 
 @dataclass(frozen=True)
 class ConversationSummary:
@@ -353,11 +359,6 @@ def save_plain_png(image, path: Path) -> None:
         info.add_itxt(key, text)
     with atomic_write(path, ".png") as f:
         image.save(f, format="PNG", pnginfo=info)
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    with atomic_write(dst, ".png") as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f)
 
 
 def image_record(root: Path, row) -> ImageRecord:

@@ -111,12 +111,3 @@ def check_size(spec, width: int, height: int) -> tuple[int, int]:
     if max(w / h, h / w) > MAX_ASPECT:
         raise ValueError(f"size {width}x{height} is too elongated: at most 1:{MAX_ASPECT:g}")
     return w, h
-
-
-def ratio_choices(spec) -> list[tuple[str, str]]:
-    """(label, ratio) pairs for a dropdown, each label showing the exact size at the default tier."""
-    out = []
-    for ratio in spec.ratios:
-        w, h = size_for(spec, ratio, spec.default_tier)
-        out.append((f"{ratio}  ({w}x{h})", ratio))
-    return out

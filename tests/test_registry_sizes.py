@@ -204,6 +204,9 @@ def test_ratio_parsing():
 
 
 def test_ratio_choices_show_the_default_tier_size():
-    choices = dict((ratio, label) for label, ratio in sizes.ratio_choices(SPEC21))
+    from ui.settings import ratio_choices
+
+    choices = dict((ratio, label) for label, ratio in ratio_choices(SPEC21, first=None))
     assert set(choices) == set(SPEC21.ratios)
-    assert "1024x1024" in choices["1:1"]
+    assert "1024×1024" in choices["1:1"]
+    assert [value for _, value in ratio_choices(SPEC21, first="match", sized=False)][:2] == ["match", "1:1"]
