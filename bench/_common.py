@@ -172,10 +172,6 @@ def folder_tensors(folder: Path) -> dict[str, int]:
     return out
 
 
-def folder_file_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors"))
-
-
 def group_bytes(tensors: dict[str, int], groups: dict[str, int]) -> dict:
     r"""Split serialized tensors into repeated units and the rest, and extrapolate to the full unit counts.
 

@@ -18,7 +18,9 @@ from qwen_image.images import ImageInputError, open_image
 
 from .jobs import JobManager, JobSnapshot
 from .settings import stored_request
-from .store import Store
+from .store import ImageRecord, Store
+
+STILL_RUNNING = "That image is still being made; try again once it appears."
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,15 @@ class TurnService:
                 im.load()
                 out.append(TurnImage(im.convert("RGBA") if im.mode == "RGBA" else im.convert("RGB"), image_id))
         return out
+
+    def result_image(self, owner: str, turn_id: str | None) -> ImageRecord:
+        """The first image a turn made (to edit next, or to send elsewhere), or a message saying why there is none."""
+        turn = self.store.get_turn(owner, turn_id) if turn_id else None
+        if turn is not None and turn.status == "running":
+            raise ValidationError(STILL_RUNNING)
+        if turn is None or not turn.outputs:
+            raise ValidationError("Select a turn that has an image first.")
+        return turn.outputs[0]
 
     # -- starting turns -------------------------------------------------------------------------------------------
     def start(

@@ -64,12 +64,6 @@ class ModelSpec:
     def tier_names(self) -> tuple[str, ...]:
         return tuple(t for t, _ in self.tiers)
 
-    def tier_side(self, tier: str) -> int:
-        return dict(self.tiers)[tier]
-
-    def native_size(self, ratio: str) -> tuple[int, int]:
-        return tuple(dict(self.sizes)[ratio])
-
     def with_checkpoints(self, path: str, family_label: str | None = None) -> ModelSpec:
         """This spec pointed at a local folder or Hub id (``--model PATH --family NAME``)."""
         from dataclasses import replace

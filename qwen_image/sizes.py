@@ -7,27 +7,9 @@ import math
 MAX_ASPECT = 8.0
 
 
-def parse_ratio(ratio: str) -> float:
-    try:
-        a, b = ratio.split(":")
-        value = float(a) / float(b)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"aspect ratio {ratio!r} is not of the form W:H") from None
-    if not (1 / MAX_ASPECT <= value <= MAX_ASPECT):
-        raise ValueError(f"aspect ratio {ratio!r} is beyond 1:{MAX_ASPECT:g}")
-    return value
-
-
 def snap(value: float, multiple: int) -> int:
     """Nearest multiple of ``multiple``, at least one multiple."""
     return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def size_for_area(side: int, ratio: float, multiple: int) -> tuple[int, int]:
-    """A width x height of about ``side``^2 pixels with the given width/height ratio."""
-    width = side * math.sqrt(ratio)
-    height = side / math.sqrt(ratio)
-    return snap(width, multiple), snap(height, multiple)
 
 
 def _snap_within(value: float, multiple: int, lo: int, hi: int) -> int:

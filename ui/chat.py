@@ -15,8 +15,8 @@ from conversations.settings import TurnSettings
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import GPU, PRIVATE, AppContext, user_error
-from .progress import follow, outcome
+from .context import GPU, PRIVATE, AppContext
+from .progress import follow, outcome, stopper
 from .settings import Panel
 
 
@@ -130,24 +130,21 @@ class ChatHandlers:
         self, message, owner_state, conv_id, branch, request: gr.Request = None, progress=gr.Progress(), **settings
     ):
         """A message: generates an image, or edits the latest one (or the chosen one, or the attachments)."""
-        ctx = self.ctx
-        owner = ctx.owner(owner_state, request)
         text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
         files = (message or {}).get("files", []) if isinstance(message, dict) else []
-        try:
-            request_ = TurnSettings(**settings).request(ctx.spec, text)
-            snap = ctx.turns.chat(owner, conv_id, request_, ctx.turns.uploads(files), branch)
-        except Exception as exc:
-            raise user_error(exc) from None
+
+        def start(owner):
+            turn = TurnSettings(**settings).request(self.ctx.spec, text)
+            return self.ctx.turns.chat(owner, conv_id, turn, self.ctx.turns.uploads(files), branch)
+
+        owner, snap = self.ctx.act(owner_state, request, start)
         yield from self._show(owner, snap, clear_box=True, progress=progress)
 
     def regenerate(self, owner_state, conv_id, selected, request: gr.Request = None, progress=gr.Progress()):
         """Run the selected turn again with a new seed (a new turn at the end of the conversation)."""
-        owner = self.ctx.owner(owner_state, request)
-        try:
-            snap = self.ctx.turns.regenerate(owner, conv_id, selected)
-        except Exception as exc:
-            raise user_error(exc) from None
+        owner, snap = self.ctx.act(
+            owner_state, request, lambda owner: self.ctx.turns.regenerate(owner, conv_id, selected)
+        )
         yield from self._show(owner, snap, clear_box=False, progress=progress)
 
     def retry(
@@ -198,13 +195,8 @@ class ChatHandlers:
 
     def use_as_input(self, owner_state, conv_id, selected, request: gr.Request = None):
         """Branch: the next message edits the selected turn's image instead of the latest one."""
-        owner = self.ctx.owner(owner_state, request)
-        turn = self.ctx.store.get_turn(owner, selected) if selected else None
-        if turn is not None and turn.status == "running":
-            raise gr.Error(render.STILL_RUNNING)
-        if turn is None or not turn.outputs:
-            raise gr.Error("Select a turn that has an image first.")
-        return self.view(owner, conv_id, selected, turn.outputs[0].id)
+        owner, image = self.ctx.act(owner_state, request, lambda owner: self.ctx.turns.result_image(owner, selected))
+        return self.view(owner, conv_id, selected, image.id)
 
     def clear_branch(self, owner_state, conv_id, selected, request: gr.Request = None):
         owner = self.ctx.owner(owner_state, request)
@@ -217,11 +209,6 @@ class ChatHandlers:
         if not conv_id or not self.ctx.store.delete_last_turn(owner, conv_id):
             raise gr.Error("There is nothing to undo.")
         return self.view(owner, conv_id)
-
-    def stop(self, owner_state, conv_id, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        n = self.ctx.jobs.cancel(owner, conversation_id=conv_id) if conv_id else self.ctx.jobs.cancel(owner)
-        return "Stopping…" if n else "Nothing is running."
 
     def new_chat(self, owner_state, request: gr.Request = None):
         owner = self.ctx.owner(owner_state, request)
@@ -276,7 +263,7 @@ def wire(ctx: AppContext, tab: ChatTab, owner: gr.State, refresh: dict) -> ChatH
         **refresh
     )
     tab.chatbot.undo(chat.undo, [owner, conv], view, api_name="undo_icon", **PRIVATE).then(**refresh)
-    tab.stop.click(chat.stop, [owner, conv], tab.status, api_name="stop")
+    tab.stop.click(stopper(ctx), [owner, conv], tab.status, api_name="stop")
     tab.chatbot.select(chat.select_message, [owner, conv, tab.turn_map, tab.branch], view, **PRIVATE)
     tab.select_api.click(chat.select_turn, [tab.turn_no, owner, conv, tab.branch], view, api_name="select_turn")
     tab.use.click(chat.use_as_input, [owner, conv, selected], view, api_name="use_as_input")

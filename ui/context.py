@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import gradio as gr
 
@@ -20,6 +22,7 @@ from qwen_image.registry import ModelSpec
 from .media import Media
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,14 @@ class AppContext:
     def owner(self, owner_state, request: gr.Request | None = None) -> str:
         """The caller's owner id: the logged-in user with --auth, else this session's anonymous owner."""
         return self.owners.current(owner_state, _username(request))
+
+    def act(self, owner_state, request: gr.Request | None, action: Callable[[str], T]) -> tuple[str, T]:
+        """(owner, ``action(owner)``) for the caller; whatever the action refuses becomes a message for the user."""
+        owner = self.owner(owner_state, request)
+        try:
+            return owner, action(owner)
+        except Exception as exc:
+            raise user_error(exc) from None
 
     def restore(self, token, request: gr.Request | None = None) -> tuple[str, str | None]:
         """Owner and (new) browser token from the value kept in the browser; anything invalid starts afresh."""

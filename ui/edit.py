@@ -11,9 +11,8 @@ from conversations.turns import TurnImage
 from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
-from . import render
-from .context import GPU, PRIVATE, AppContext, user_error
-from .progress import gallery_results
+from .context import GPU, PRIVATE, AppContext
+from .progress import gallery_results, stopper
 from .settings import Panel
 
 MARK_COLOR = "#ff2a2a"
@@ -124,39 +123,28 @@ class EditHandlers:
         **settings,
     ):
         """Edit the references (the first one with its marks) in a new conversation."""
-        ctx = self.ctx
-        owner = ctx.owner(owner_state, request)
-        try:
-            inputs = ctx.turns.uploads(gallery_files(references))
+        inputs = []
+
+        def start(owner):
+            inputs.extend(self.ctx.turns.uploads(gallery_files(references)))
             if not inputs:
                 raise ValidationError("Add at least one reference image to edit.")
             marked = marked_image(marks)
             if marked is not None:
                 inputs[0] = TurnImage(marked)
-            request_ = TurnSettings(**settings).request(
-                ctx.spec, instruction, match_reference=match, marked=marked is not None
-            )
-            snap = ctx.turns.start(owner, None, request_, inputs)
-        except Exception as exc:
-            raise user_error(exc) from None
+            settings_ = TurnSettings(**settings)
+            turn = settings_.request(self.ctx.spec, instruction, match_reference=match, marked=marked is not None)
+            return self.ctx.turns.start(owner, None, turn, inputs)
+
+        owner, snap = self.ctx.act(owner_state, request, start)
         reference = inputs[0].image
-        for files, info, own in gallery_results(ctx, owner, snap, progress):
+        for files, info, own in gallery_results(self.ctx, owner, snap, progress):
             done = isinstance(files, list) and files
             yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
 
-    def stop(self, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        return "Stopping…" if self.ctx.jobs.cancel(owner) else "Nothing is running."
-
     def add_turn_image(self, current, owner_state, selected, request: gr.Request = None):
         """Send the chat's selected image to the references."""
-        owner = self.ctx.owner(owner_state, request)
-        turn = self.ctx.store.get_turn(owner, selected) if selected else None
-        if turn is not None and turn.status == "running":
-            raise gr.Error(render.STILL_RUNNING)
-        if turn is None or not turn.outputs:
-            raise gr.Error("Select a turn with an image in the chat first.")
-        first = turn.outputs[0]
+        _, first = self.ctx.act(owner_state, request, lambda owner: self.ctx.turns.result_image(owner, selected))
         return self._append(current, self.ctx.media.download(first, f"qwen-image-{first.seed}.png"))
 
     def add_result(self, current, gallery, index):
@@ -190,6 +178,6 @@ def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditH
         api_name="edit",
         **GPU,
     ).then(**refresh)
-    tab.stop.click(edit.stop, [owner], tab.info, api_name="stop_edit")
+    tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")
     tab.refs.change(edit.marks_background, tab.refs, tab.marks, **PRIVATE)
     return edit

@@ -9,8 +9,8 @@ import gradio as gr
 from conversations.settings import TurnSettings
 from qwen_image.sizes import size_for
 
-from .context import GPU, QUICK, AppContext, user_error
-from .progress import gallery_results
+from .context import GPU, QUICK, AppContext
+from .progress import gallery_results, stopper
 from .settings import Panel
 
 EXAMPLES = [
@@ -73,18 +73,13 @@ class GenerateHandlers:
         **settings,
     ):
         """Text to image in a new conversation; ``custom``: ``width`` x ``height`` instead of ratio and resolution."""
-        ctx = self.ctx
-        owner = ctx.owner(owner_state, request)
-        try:
-            size = (width, height) if custom else None  # checked (and snapped) by the backend's validation
-            snap = ctx.turns.start(owner, None, TurnSettings(**settings).request(ctx.spec, prompt, size=size))
-        except Exception as exc:
-            raise user_error(exc) from None
-        yield from gallery_results(ctx, owner, snap, progress)
 
-    def stop(self, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        return "Stopping…" if self.ctx.jobs.cancel(owner) else "Nothing is running."
+        def start(owner):
+            size = (width, height) if custom else None  # checked (and snapped) by the backend's validation
+            return self.ctx.turns.start(owner, None, TurnSettings(**settings).request(self.ctx.spec, prompt, size=size))
+
+        owner, snap = self.ctx.act(owner_state, request, start)
+        yield from gallery_results(self.ctx, owner, snap, progress)
 
 
 def _selected_index(evt: gr.SelectData):
@@ -101,6 +96,6 @@ def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> G
         api_name="generate",
         **GPU,
     ).then(**refresh)
-    tab.stop.click(gen.stop, [owner], tab.info, api_name="stop_generate")
+    tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")
     tab.gallery.select(_selected_index, None, tab.pick, **QUICK)
     return gen

@@ -49,3 +49,14 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, progress: gr
     files = [(ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs]
     info = render.settings_line(turn.settings, None, turn.timings)
     yield files, f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar", owner
+
+
+def stopper(ctx: AppContext):
+    """A Stop handler: the caller's jobs (with a conversation id as second input: that conversation's only)."""
+
+    def stop(owner_state, conversation_id=None, request: gr.Request = None):
+        owner = ctx.owner(owner_state, request)
+        conversation_id = conversation_id if isinstance(conversation_id, str) and conversation_id else None
+        return "Stopping…" if ctx.jobs.cancel(owner, conversation_id=conversation_id) else "Nothing is running."
+
+    return stop

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import re
 
-STILL_RUNNING = "That image is still being made; try again once it appears."
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
