@@ -21,12 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _common import machine_info, write_results  # noqa: E402
+from _common import ROOT, machine_info, write_results
 
 PROMPT = "a red fox in the snow, photograph"
 

@@ -24,11 +24,8 @@ import sys
 import time
 import types
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import GiB, available_ram_gib, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+from _common import GiB, available_ram_gib, machine_info, machine_line, markdown_table, write_results
 
 NAME = "speed_features"
 PROMPT = "A red fox sitting in a snowy forest at sunrise, soft golden light, detailed fur, cinematic photograph"
