@@ -90,10 +90,12 @@ class JobManager:
         store: Store,
         max_queue: int = 32,
         rate_limit: int = 0,
+        workers: int = 1,
         gpu_slot: Callable[[Callable, Callable], Callable] | None = None,
     ):
-        """``gpu_slot(run, estimate)`` (ZeroGPU): wraps ``run(job_id)`` so that it runs in a GPU slot sized by
-        ``estimate(job_id)`` seconds; jobs then run in ``watch()`` instead of a worker thread."""
+        """``workers``: jobs run at once (the backend's ``capabilities.concurrent_jobs``). ``gpu_slot(run, estimate)``
+        (ZeroGPU): wraps ``run(job_id)`` so that it runs in a GPU slot sized by ``estimate(job_id)`` seconds; jobs then
+        run in ``watch()`` instead of worker threads."""
         self.backend = backend
         self.store = store
         self.max_queue = max_queue
@@ -103,8 +105,9 @@ class JobManager:
         self._queue: queue.Queue = queue.Queue()
         self._changed = threading.Condition()
         self._in_slot = gpu_slot(self.run_streaming, self.estimate_seconds) if gpu_slot else None
-        if gpu_slot is None:
-            threading.Thread(target=self._work, name="jobs", daemon=True).start()
+        self._workers = 0 if gpu_slot else max(1, workers)
+        for i in range(self._workers):
+            threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True).start()
 
     # -- submitting ---------------------------------------------------------------------------------------------
     def submit(
@@ -318,4 +321,5 @@ class JobManager:
                 del self._jobs[jid]
 
     def shutdown(self) -> None:
-        self._queue.put(None)
+        for _ in range(self._workers):
+            self._queue.put(None)

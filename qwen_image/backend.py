@@ -66,6 +66,7 @@ class Capabilities:
     transparent: bool  # can return RGBA images
     step_progress: bool  # reports each denoising step (otherwise phases only, and an estimate)
     settings: frozenset = REQUEST_SETTINGS  # which GenerationRequest settings it honours
+    concurrent_jobs: int = 1  # jobs it runs at once (one GPU: 1; a pool of servers: their total)
 
     def accepts(self, setting: str) -> bool:
         return setting in self.settings

@@ -15,7 +15,7 @@ from conversations.settings import TurnSettings
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import GPU, PRIVATE, AppContext
+from .context import PRIVATE, AppContext
 from .progress import follow, outcome, stopper
 from .settings import Panel
 
@@ -255,11 +255,13 @@ def wire(ctx: AppContext, tab: ChatTab, owner: gr.State, refresh: dict) -> ChatH
     out = [*view, tab.msg, owner, tab.status]
     panel = tab.panel.components
     tab.msg.submit(
-        chat.send, [tab.msg, owner, conv, tab.branch], out, inputs_kwargs=panel, api_name="chat", **GPU
+        chat.send, [tab.msg, owner, conv, tab.branch], out, inputs_kwargs=panel, api_name="chat", **ctx.gpu
     ).then(**refresh)
-    tab.regenerate.click(chat.regenerate, [owner, conv, selected], out, api_name="regenerate", **GPU).then(**refresh)
+    tab.regenerate.click(chat.regenerate, [owner, conv, selected], out, api_name="regenerate", **ctx.gpu).then(
+        **refresh
+    )
     # the chat's own retry/undo icons (private: the API has /regenerate and /undo)
-    tab.chatbot.retry(chat.retry, [owner, conv, tab.turn_map], out, api_name="retry_icon", **GPU, **PRIVATE).then(
+    tab.chatbot.retry(chat.retry, [owner, conv, tab.turn_map], out, api_name="retry_icon", **ctx.gpu, **PRIVATE).then(
         **refresh
     )
     tab.chatbot.undo(chat.undo, [owner, conv], view, api_name="undo_icon", **PRIVATE).then(**refresh)

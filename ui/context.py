@@ -40,6 +40,11 @@ class AppContext:
     def spec(self) -> ModelSpec:
         return self.backend.spec
 
+    @property
+    def gpu(self) -> dict:
+        """Event options of the events that run a job: one queue, as many at once as the backend runs jobs."""
+        return {"concurrency_id": "gpu", "concurrency_limit": self.backend.capabilities.concurrent_jobs}
+
     def owner(self, owner_state, request: gr.Request | None = None) -> str:
         """The caller's owner id: the logged-in user with --auth, else this session's anonymous owner."""
         return self.owners.current(owner_state, _username(request))
@@ -69,6 +74,5 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(html.escape(f"Something went wrong: {exc}"), title="Error")
 
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}  # events that run a job share one GPU queue
 PRIVATE = {"api_visibility": "private"}  # page-only events, not API endpoints
 QUICK = {**PRIVATE, "queue": False}  # page-only events that do no real work

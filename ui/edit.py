@@ -11,7 +11,7 @@ from conversations.turns import TurnImage
 from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
-from .context import GPU, PRIVATE, AppContext
+from .context import PRIVATE, AppContext
 from .progress import gallery_results, stopper
 from .settings import Panel
 
@@ -176,7 +176,7 @@ def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditH
         [tab.gallery, tab.info, owner, tab.compare],
         inputs_kwargs=tab.panel.components,
         api_name="edit",
-        **GPU,
+        **ctx.gpu,
     ).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")
     tab.refs.change(edit.marks_background, tab.refs, tab.marks, **PRIVATE)

@@ -9,7 +9,7 @@ import gradio as gr
 from conversations.settings import TurnSettings
 from qwen_image.sizes import size_for
 
-from .context import GPU, QUICK, AppContext
+from .context import QUICK, AppContext
 from .progress import gallery_results, stopper
 from .settings import Panel
 
@@ -94,7 +94,7 @@ def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> G
         [tab.gallery, tab.info, owner],
         inputs_kwargs=tab.panel.components,
         api_name="generate",
-        **GPU,
+        **ctx.gpu,
     ).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")
     tab.gallery.select(_selected_index, None, tab.pick, **QUICK)

@@ -124,7 +124,12 @@ def build(args):
     backend = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
     zero = zerogpu_active()
     jobs = JobManager(
-        backend, store, max_queue=args.queue_size, rate_limit=args.rate_limit, gpu_slot=gpu_slot if zero else None
+        backend,
+        store,
+        max_queue=args.queue_size,
+        rate_limit=args.rate_limit,
+        workers=backend.capabilities.concurrent_jobs,
+        gpu_slot=gpu_slot if zero else None,
     )
     if zero:  # ZeroGPU: the model is loaded (and moved to CUDA) before serving
         backend.start()
