@@ -155,6 +155,9 @@ ERRORS = [
     ),
     ("transparent on 20B", "qwen-image", dict(prompt="a fox", transparent=True), "use Qwen-Image-2.1", "transparent"),
     ("transparent not bool", "tiny", dict(prompt="a fox", transparent="yes"), "must be true or false", "transparent"),
+    # red marks on the first reference
+    ("marked without images", "tiny", dict(prompt="a fox", marked=True), "need a reference image", "marked"),
+    ("marked not bool", "tiny", dict(prompt="a fox", images=(img(),), marked=1), "must be true or false", "marked"),
     # reference resolution
     ("reference res low", "tiny", dict(prompt="a fox", reference_resolution=16), "between 32 and 256 (got 16)", None),
     ("reference res high", "tiny", dict(prompt="a fox", reference_resolution=512), "between 32 and 256", None),
