@@ -39,15 +39,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import (
-    RESULTS,
-    GiB,
-    available_ram_gib,
-    current_rss_bytes,
-    machine_info,
-    machine_line,
-    markdown_table,
-)
+from _common import RESULTS, GiB, available_ram_gib, current_rss_bytes, machine_info, machine_line, markdown_table
 
 NAME = "gpu_profiles"
 MODELS = {"qwen-image-2.1": "tiny", "qwen-image": "tiny-qwen-image"}  # real registry key -> tiny one for --smoke

@@ -24,15 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import (
-    GiB,
-    folder_tensors,
-    group_bytes,
-    machine_info,
-    machine_line,
-    markdown_table,
-    write_results,
-)
+from _common import GiB, folder_tensors, group_bytes, machine_info, machine_line, markdown_table, write_results
 
 NAME = "planner_check"
 FAMILIES = ("qwen-image-2.1", "qwen-image")
