@@ -32,9 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import GiB, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+from _common import GiB, machine_info, machine_line, markdown_table, write_results
 
 NAME = "text_encoder_vision"
 ENCODERS = {"qwen-image-2.1": "Qwen3-VL-8B", "qwen-image": "Qwen2.5-VL-7B"}

@@ -107,8 +107,8 @@ def _plan(args) -> int:
 def _run(args, images: list) -> int:
     from .engine import Cancelled, EngineError
     from .factory import build_engine, choose_setup
+    from .generation import GenerationRequest, ValidationError
     from .loader import LoadOptions
-    from .requests import GenerationRequest, ValidationError
 
     choice = choose_setup(args.model, args.family, args.profile)
     if choice.spec.tiny:

@@ -195,6 +195,10 @@ class LoadedModel:
                 self._switch(role, pipe)
             return pipe
 
+    def pipelines(self) -> list:
+        """The pipelines built so far (the 20B edit pipeline is built on first use)."""
+        return [pipe for pipe in (self.generate, self._edit) if pipe is not None]
+
     def _switch(self, role: str, pipe) -> None:
         """Make ``pipe`` the active one; the other pipeline's transformer leaves the GPU (and RAM if it must)."""
         other = self._edit if role == "generate" else self.generate
@@ -207,7 +211,7 @@ class LoadedModel:
                 _free_memory()
         if pipe.transformer is None:
             pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile))
-            apply_lora(pipe, self.spec.extra.get(f"lora_{role}"))
+            apply_lora(pipe, self.spec.lora_edit if role == "edit" else self.spec.lora_generate)
             prepare_transformer(pipe.transformer, self.profile, self.options)
         self._place(pipe, role)
 
@@ -260,7 +264,7 @@ def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile
         processor=processor,
         transformer=transformer,
     )
-    apply_lora(pipe, spec.extra.get("lora_edit"), spec.extra.get("scheduler"))
+    apply_lora(pipe, spec.lora_edit, spec.scheduler)
     prepare_transformer(pipe.transformer, profile, options)
     return pipe
 
@@ -286,7 +290,7 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
             gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
         )
     drop_lm_head(pipe.text_encoder)
-    apply_lora(pipe, spec.extra.get("lora_generate"), spec.extra.get("scheduler"))
+    apply_lora(pipe, spec.lora_generate, spec.scheduler)
     prepare_transformer(pipe.transformer, profile, options)
     tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
     loaded = LoadedModel(

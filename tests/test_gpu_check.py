@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["int8", "nf4"])
 def test_in_memory_quantization_matches_from_pretrained(tmp_path, precision):
     """bench/gpu_build.quantize_text_encoder makes the layers, bytes (and, for int8, the outputs) that transformers'

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from qwen_image.engine import Engine
+from qwen_image.generation import GenerationRequest
 from qwen_image.hardware import detect
 from qwen_image.loader import checkpoint_sources
 from qwen_image.profiles import get_profile
 from qwen_image.registry import load_registry
-from qwen_image.requests import GenerationRequest
 
 
 def make_lora(source: str, folder, name: str, seed: int) -> dict:
@@ -43,11 +43,9 @@ def lightning(tmp_path_factory):
         true_cfg=1.0,
         negative_prompt="",
         allow_cfg=False,
-        extra={
-            "lora_generate": make_lora(gen_src, folder, "gen.safetensors", 1),
-            "lora_edit": make_lora(edit_src, folder, "edit.safetensors", 2),
-            "scheduler": preset.extra["scheduler"],
-        },
+        lora_generate=make_lora(gen_src, folder, "gen.safetensors", 1),
+        lora_edit=make_lora(edit_src, folder, "edit.safetensors", 2),
+        scheduler=preset.scheduler,
     )
     engine = Engine(spec, get_profile("cpu", spec.family), detect())
     engine.start()

@@ -12,13 +12,13 @@ from PIL import Image
 from residency import ACCELERATOR, Residency
 
 from qwen_image.engine import Engine
+from qwen_image.generation import GenerationRequest
 from qwen_image.hardware import Hardware
 from qwen_image.loader import LoadOptions
 from qwen_image.offload import offload_hook
 from qwen_image.planner import resident_components
 from qwen_image.profiles import get_profile
 from qwen_image.registry import resolve_model
-from qwen_image.requests import GenerationRequest
 
 GPU = Hardware(True, "test accelerator (cpu:0)", 24.0, 24.0, 64.0, 64.0)
 

@@ -13,11 +13,11 @@ from residency import ACCELERATOR
 from test_offload import GPU
 
 from qwen_image.engine import Engine
+from qwen_image.generation import GenerationRequest
 from qwen_image.hardware import Hardware
 from qwen_image.loader import LoadOptions
 from qwen_image.profiles import get_profile, profile_names
 from qwen_image.registry import resolve_model
-from qwen_image.requests import GenerationRequest
 from qwen_image.speed import ATTENTION_HELP, COMPILE_HELP, MASK_EXACT_BACKENDS, compile_fullgraph, covers
 
 CPU = Hardware(False, "", 0.0, 0.0, 16.0, 16.0)
@@ -35,7 +35,7 @@ def run(spec, profile, hardware, **options):
 
 @pytest.mark.parametrize(
     ("model", "transformer"),
-    [("tiny", "fp8"), ("tiny", "full")],
+    [pytest.param("tiny", "fp8", marks=pytest.mark.slow), ("tiny", "full")],
 )
 def test_compile_on_the_cpu_profile(model, transformer):
     """Defect 2: compile_repeated_blocks(fullgraph=True) over fp8 layerwise casting raised in dynamo on the first
@@ -47,6 +47,7 @@ def test_compile_on_the_cpu_profile(model, transformer):
     assert compile_fullgraph(profile) is (transformer == "full")
 
 
+@pytest.mark.slow
 def test_compile_under_block_streaming():
     """Defect 2 under group offload (fp8 + diffusers' compiler-disabled group-offload hooks), on the "cpu:0"
     accelerator."""
