@@ -101,7 +101,7 @@ def apply_lora(pipe, lora: dict | None, scheduler: dict | None = None) -> None:
     ``lora`` is {"repo": Hub id or folder, "weight_name": file}; ``scheduler`` overrides the scheduler config (the
     Lightning LoRAs are trained for a fixed shift).
     """
-    if lora:
+    if lora and not getattr(pipe.transformer, "_qic_streamed", False):  # streamed fp8 loads fuse while loading
         quantized = getattr(pipe.transformer, "is_quantized", False)
         pipe.load_lora_weights(lora["repo"], weight_name=lora.get("weight_name"), adapter_name="preset")
         if not quantized:  # fused into plain weights; bitsandbytes weights keep the adapter active instead
@@ -114,7 +114,7 @@ def apply_lora(pipe, lora: dict | None, scheduler: dict | None = None) -> None:
 def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> None:
     import torch
 
-    if profile.transformer == "fp8":
+    if profile.transformer == "fp8" and not getattr(transformer, "_qic_streamed", False):
         transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype)
         )
@@ -167,7 +167,8 @@ class LoadedModel:
                 other.register_modules(transformer=None)
                 _free_memory()
         if pipe.transformer is None:
-            pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile))
+            lora = self.spec.extra.get(f"lora_{role}")
+            pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile, lora))
             apply_lora(pipe, self.spec.extra.get(f"lora_{role}"))
             prepare_transformer(pipe.transformer, self.profile, self.options)
         self._place(pipe, role)
@@ -239,10 +240,29 @@ def _group_offload(pipe, profile: Profile, loaded: LoadedModel | None) -> None:
         pipe.transformer._qic_te_offload = True
 
 
-def load_transformer(source: str, profile: Profile):
-    """A 20B-family transformer from a checkpoint, quantized as the profile says (cast later, after any LoRA)."""
+def local_snapshot(source: str, *subfolders: str) -> str:
+    """A Hub id as its local snapshot folder (fetching only ``subfolders`` when online), a folder as itself.
+
+    Component-level ``from_pretrained`` of a sharded checkpoint asks the Hub API for the repo's files, which fails
+    offline even when the cache holds them (the pipeline-level loader resolves the snapshot first, like this).
+    """
+    if Path(source).is_dir():
+        return source
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(source, allow_patterns=[f"{sub}/*" for sub in subfolders])
+
+
+def load_transformer(source: str, profile: Profile, lora: dict | None = None):
+    """A 20B-family transformer from a checkpoint, quantized as the profile says (cast later, after any LoRA).
+
+    fp8 profiles stream it into fp8 with the LoRA fused on the way (qwen_image.fp8_load): no full-precision copy.
+    """
     import diffusers
 
+    if profile.transformer == "fp8":
+        return _streamed_fp8("qwen-image", source, profile, lora)
+    source = local_snapshot(source, "transformer")
     with _LOAD_LOCK:
         transformer = diffusers.QwenImageTransformer2DModel.from_pretrained(
             source,
@@ -253,12 +273,29 @@ def load_transformer(source: str, profile: Profile):
     return transformer
 
 
+TRANSFORMER_CLASSES = {
+    "qwen-image-2.1": ("QwenImage21Transformer2DModel", "QwenImage21Pipeline"),
+    "qwen-image": ("QwenImageTransformer2DModel", "QwenImagePipeline"),
+}
+
+
+def _streamed_fp8(family: str, source: str, profile: Profile, lora: dict | None):
+    import diffusers
+
+    from .fp8_load import load_fp8_transformer
+
+    model_cls, pipe_cls = (getattr(diffusers, name) for name in TRANSFORMER_CLASSES[family])
+    with _LOAD_LOCK:
+        return load_fp8_transformer(model_cls, source, torch_dtype(profile.dtype), lora, pipe_cls)
+
+
 def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile, options: LoadOptions):
     """QwenImageEditPlusPipeline sharing the generate pipeline's text encoder, tokenizer and VAE."""
     import diffusers
     from transformers import Qwen2VLProcessor
 
-    transformer = load_transformer(edit_source, profile)
+    edit_source = local_snapshot(edit_source, "transformer", "processor", "scheduler")
+    transformer = load_transformer(edit_source, profile, spec.extra.get("lora_edit"))
     processor = Qwen2VLProcessor.from_pretrained(edit_source, subfolder="processor")
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(edit_source, subfolder="scheduler")
     pipe = diffusers.QwenImageEditPlusPipeline(
@@ -290,9 +327,12 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
     options = options or LoadOptions()
     gen_src, edit_src = checkpoint_sources(spec, options.cache_dir)
     cls = getattr(diffusers, spec.generate_pipeline)
+    components = {}
+    if profile.transformer == "fp8":
+        components["transformer"] = _streamed_fp8(spec.family, gen_src, profile, spec.extra.get("lora_generate"))
     with _LOAD_LOCK:
         pipe = cls.from_pretrained(
-            gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
+            gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile), **components
         )
     drop_lm_head(pipe.text_encoder)
     apply_lora(pipe, spec.extra.get("lora_generate"), spec.extra.get("scheduler"))
@@ -312,9 +352,13 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
 
 
 def load_tokenizer(spec: ModelSpec, cache_dir: str | None = None):
-    """Only the tokenizer (fast), so that prompts can be validated while the model loads."""
-    from transformers import AutoTokenizer
+    """Only the tokenizer (fast), so that prompts can be validated while the model loads.
+
+    Both families ship a Qwen2Tokenizer. The class is named rather than AutoTokenizer, which also reads a
+    ``config.json`` the tokenizer folders do not have: offline, from a cache made by ``hf download``, that fails.
+    """
+    from transformers import Qwen2Tokenizer
 
     gen_src, _ = checkpoint_sources(spec, cache_dir)
     subfolder = "processor" if spec.one_pipeline else "tokenizer"
-    return AutoTokenizer.from_pretrained(gen_src, subfolder=subfolder)
+    return Qwen2Tokenizer.from_pretrained(gen_src, subfolder=subfolder)
