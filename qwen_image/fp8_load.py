@@ -52,7 +52,7 @@ def lora_deltas(pipeline_cls, lora: dict) -> dict:
 
 
 def load_fp8_transformer(model_cls, source: str, compute_dtype, lora: dict | None = None, pipeline_cls=None):
-    """``model_cls`` from ``source/transformer`` with fp8 layerwise casting, the LoRA (if any) fused at lora["scale"]."""
+    """``model_cls`` from ``source/transformer`` in fp8 layerwise casting, the LoRA (if any) fused at its scale."""
     import torch
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device
@@ -68,7 +68,7 @@ def load_fp8_transformer(model_cls, source: str, compute_dtype, lora: dict | Non
     used = set()
     for path in _component_files(source, "transformer"):
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 value = f.get_tensor(name)
                 module_name, _, param = name.rpartition(".")
                 if param == "weight" and module_name in deltas:

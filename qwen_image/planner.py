@@ -40,36 +40,38 @@ class ComponentCounts:
 @cache
 def count_params(arch_name: str) -> dict[str, ComponentCounts]:
     """Parameter counts of every component, on the meta device."""
+    arch = load_architecture(arch_name)
+    comps = ("text_encoder", "transformer", "vae")
+    return {comp: component_counts(build_module(arch[comp], device="meta"), comp) for comp in comps}
+
+
+def component_counts(module, comp: str) -> ComponentCounts:
+    """The counts the weight model needs, from a built module (any device, meta included)."""
     import torch
 
-    arch = load_architecture(arch_name)
-    out = {}
-    for comp in ("text_encoder", "transformer", "vae"):
-        module = build_module(arch[comp], device="meta")
-        total = sum(p.numel() for p in module.parameters())
-        linear = rows = castable = lm_head = 0
-        for name, m in module.named_modules():
-            if isinstance(m, torch.nn.Linear):
-                if name.endswith("lm_head"):
-                    lm_head = m.weight.numel()
-                    continue
-                linear += m.weight.numel()
-                rows += m.out_features
-                castable += m.weight.numel()
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
-                castable += m.weight.numel()
-        blocks, block_params, hidden, layers, inter = 0, 0, 0, 0, 0
-        if comp == "transformer":
-            blocks = len(module.transformer_blocks)
-            block_params = sum(p.numel() for p in module.transformer_blocks[0].parameters())
-            hidden = module.config.num_attention_heads * module.config.attention_head_dim
-        elif comp == "text_encoder":
-            tc = module.config.text_config
-            layers, hidden, inter = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
-            blocks = layers
-            block_params = sum(p.numel() for p in module.model.language_model.layers[0].parameters())
-        out[comp] = ComponentCounts(total, linear, rows, castable, lm_head, blocks, block_params, hidden, layers, inter)
-    return out
+    total = sum(p.numel() for p in module.parameters())
+    linear = rows = castable = lm_head = 0
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            if name.endswith("lm_head"):
+                lm_head = m.weight.numel()
+                continue
+            linear += m.weight.numel()
+            rows += m.out_features
+            castable += m.weight.numel()
+        elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            castable += m.weight.numel()
+    blocks, block_params, hidden, layers, inter = 0, 0, 0, 0, 0
+    if comp == "transformer":
+        blocks = len(module.transformer_blocks)
+        block_params = sum(p.numel() for p in module.transformer_blocks[0].parameters())
+        hidden = module.config.num_attention_heads * module.config.attention_head_dim
+    elif comp == "text_encoder":
+        tc = module.config.text_config
+        layers, hidden, inter = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
+        blocks = layers
+        block_params = sum(p.numel() for p in module.model.language_model.layers[0].parameters())
+    return ComponentCounts(total, linear, rows, castable, lm_head, blocks, block_params, hidden, layers, inter)
 
 
 def weight_bytes(counts: ComponentCounts, precision: str, dtype_bytes: int, drop_lm_head: bool = False) -> int:

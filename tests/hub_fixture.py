@@ -133,7 +133,7 @@ def tiktoken_path() -> Path:
     """The Qwen BPE ranks as shipped inside the dashscope wheel (requirements-dev.txt)."""
     spec = importlib.util.find_spec("dashscope")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the dashscope package (it ships qwen.tiktoken) is missing: pip install -r requirements-dev.txt")
+        raise RuntimeError("dashscope (it ships qwen.tiktoken) is missing: pip install -r requirements-dev.txt")
     path = Path(spec.origin).parent / "resources" / "qwen.tiktoken"
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the installed dashscope package")
