@@ -28,12 +28,15 @@ sys.path.insert(0, str(ROOT))
 GiB = 1024**3
 
 CHILD = r"""
-import json, resource, sys
+import json, resource, sys  # noqa: E401
 from pathlib import Path
 import torch, diffusers
 from qwen_image.fp8_load import load_fp8_transformer
 src, lora_file, path = sys.argv[1], sys.argv[2], sys.argv[3]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import psutil
+import peft  # noqa: F401  (the fuse path imports it)
+_ = diffusers.QwenImageTransformer2DModel, diffusers.QwenImagePipeline  # diffusers imports these lazily: before `base`
+base = psutil.Process().memory_info().rss // 1024  # resident after imports (KiB), not the imports' own peak
 lora = {"repo": str(Path(lora_file).parent), "weight_name": Path(lora_file).name}
 if path == "streamed":
     cls, pipe = diffusers.QwenImageTransformer2DModel, diffusers.QwenImagePipeline
