@@ -22,6 +22,7 @@ from .planner import Workload, predict
 from .profiles import Profile
 from .registry import ModelSpec
 from .requests import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
+from .schedule import one_step_safe
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ class Engine:
         hook = pipe.transformer.register_forward_pre_hook(first_call)
         try:
             kwargs = self._call_kwargs(r, pipe, settings, on_step)
-            with _reference_area(self.spec, r.reference_resolution):
+            with _reference_area(self.spec, r.reference_resolution), one_step_safe(pipe, r.steps):
                 latents = pipe(**kwargs).images
         except Cancelled:
             self._recover_memory()
