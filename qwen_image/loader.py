@@ -59,21 +59,28 @@ def checkpoint_sources(spec: ModelSpec, cache_dir: str | None = None) -> tuple[s
 
 def quantization_config(profile: Profile):
     """The PipelineQuantizationConfig for a profile, or None."""
-    import transformers
     from diffusers.quantizers import PipelineQuantizationConfig
 
-    dtype = torch_dtype(profile.dtype)
     mapping = {}
-    if profile.text_encoder == "int8":
-        mapping["text_encoder"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
-    elif profile.text_encoder == "nf4":
-        mapping["text_encoder"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-        )
+    text_encoder_q = text_encoder_quantization(profile)
+    if text_encoder_q is not None:
+        mapping["text_encoder"] = text_encoder_q
     transformer_q = transformer_quantization(profile)
     if transformer_q is not None:
         mapping["transformer"] = transformer_q
     return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
+
+
+def text_encoder_quantization(profile: Profile):
+    import transformers
+
+    if profile.text_encoder == "int8":
+        return transformers.BitsAndBytesConfig(load_in_8bit=True)
+    if profile.text_encoder == "nf4":
+        return transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(profile.dtype)
+        )
+    return None
 
 
 def transformer_quantization(profile: Profile):
@@ -322,6 +329,9 @@ def quiet_progress_bars() -> None:
 def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = None) -> LoadedModel:
     """Load the generate pipeline (and, for 2.1, the one pipeline that also edits)."""
     import diffusers
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    from .headless import load_text_encoder
 
     quiet_progress_bars()
     options = options or LoadOptions()
@@ -330,11 +340,13 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
     components = {}
     if profile.transformer == "fp8":
         components["transformer"] = _streamed_fp8(spec.family, gen_src, profile, spec.extra.get("lora_generate"))
+    dtype = torch_dtype(profile.dtype)
+    transformer_q = transformer_quantization(profile)
+    quantization = PipelineQuantizationConfig(quant_mapping={"transformer": transformer_q}) if transformer_q else None
     with _LOAD_LOCK:
-        pipe = cls.from_pretrained(
-            gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile), **components
-        )
-    drop_lm_head(pipe.text_encoder)
+        # without its vocabulary projection from the start (qwen_image.headless): never materialised at the load peak
+        components["text_encoder"] = load_text_encoder(gen_src, dtype, text_encoder_quantization(profile))
+        pipe = cls.from_pretrained(gen_src, dtype=dtype, quantization_config=quantization, **components)
     apply_lora(pipe, spec.extra.get("lora_generate"), spec.extra.get("scheduler"))
     prepare_transformer(pipe.transformer, profile, options)
     tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
