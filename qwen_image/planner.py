@@ -114,6 +114,7 @@ class Plan:
     peak_phase: str
     vae_tiling: bool
     host_ram_gb: float  # weights kept in system RAM by offloading
+    load_ram_gb: float  # system RAM at the load peak: weights kept in RAM plus what loading holds on top
     fits: bool | None = None
     budget_gb: float | None = None
     notes: tuple = field(default=())
@@ -230,6 +231,7 @@ def predict(
     peak_phase = max(by_phase, key=by_phase.get)
     peak = by_phase[peak_phase]
     host = 0.0 if profile.offload == "none" else sum(weights.values())
+    load = load_ram(profile, weights)
     notes = []
     if spec.family == "qwen-image" and not spec.one_pipeline:
         notes.append("the edit transformer is loaded in place of the generate transformer when needed")
@@ -246,10 +248,25 @@ def predict(
         peak_phase=peak_phase,
         vae_tiling=tiling,
         host_ram_gb=round(host / GiB, 3),
-        fits=None if budget_gb is None else peak <= budget_gb * GiB,
+        load_ram_gb=round(load / GiB, 3),
+        # on the CPU the budget is system RAM, which the load peak must fit too
+        fits=None if budget_gb is None else max(peak, load if profile.device == "cpu" else 0) <= budget_gb * GiB,
         budget_gb=budget_gb,
         notes=tuple(notes),
     )
+
+
+def load_ram(profile: Profile, weights: dict) -> float:
+    """Bytes of system RAM at the load peak: the weights kept in RAM (all of them on a CPU device, the offloaded ones
+    with a GPU) plus what loading holds on top of them (``load_transient_gb``).
+
+    The loader keeps that top small: text encoders are built without the vocabulary projection they would otherwise
+    materialise first (qwen_image.headless), fp8 transformers are streamed tensor by tensor with a LoRA fused on the
+    way (qwen_image.fp8_load), and bf16 weights read by ``from_pretrained`` stay in the checkpoint's mmap'd pages until
+    moved. Measured anonymous memory: bench/lora_fuse_ram.py and tests/test_hub_layout.py.
+    """
+    kept = sum(weights.values()) if profile.device == "cpu" or profile.offload != "none" else 0.0
+    return kept + coefficients()["load_transient_gb"] * GiB
 
 
 def planning_workload(spec, width: int | None = None, height: int | None = None) -> Workload:
@@ -271,8 +288,8 @@ def planning_workload(spec, width: int | None = None, height: int | None = None)
 
 
 def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload | None = None) -> Plan:
-    """The most resident CUDA profile whose predicted peak fits ``vram_gb`` (minus a margin) and whose offloaded
-    weights fit in system RAM; the smallest profile when none fits (with fits=False)."""
+    """The most resident CUDA profile whose predicted peak fits ``vram_gb`` (minus a margin) and whose load peak in
+    system RAM (offloaded weights and loading's transient) fits; the smallest profile when none fits (fits=False)."""
     co = coefficients()
     workload = workload or planning_workload(spec)
     budget = max(0.1, vram_gb - co["budget_margin_gb"])
@@ -280,12 +297,12 @@ def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload
     for profile in gpu_profiles(spec.family):
         plan = predict(spec, profile, workload, budget_gb=budget)
         plans.append(plan)
-        ram_ok = ram_gb is None or plan.host_ram_gb <= ram_gb * co["ram_fraction"]
+        ram_ok = ram_gb is None or plan.load_ram_gb <= ram_gb * co["ram_fraction"]
         if plan.fits and ram_ok:
             return plan
     smallest = min(plans, key=lambda p: p.peak_gb)
     if smallest.fits:  # it fits the card, but no profile's offloaded weights fit in system RAM
-        note = f"offloaded weights ({smallest.host_ram_gb:.1f} GiB) exceed the usable system RAM"
+        note = f"loading needs {smallest.load_ram_gb:.1f} GiB of system RAM, more than is usable"
         smallest = replace(smallest, fits=False, notes=(*smallest.notes, note))
     return smallest
 
