@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     print(f"Data:    {ctx.data_dir}" + (f" ({interrupted} interrupted job(s) marked failed)" if interrupted else ""))
     demo.queue(max_size=args.queue_size, default_concurrency_limit=8)
     demo.launch(**launch_kwargs(args, ctx.media.outbox, auth), prevent_thread_lock=True)
-    ctx.engine.start()  # the page is up; the model loads in the background and the banner shows its status
+    ctx.backend.start()  # the page is up; the model loads in the background and the banner shows its status
     demo.block_thread()
     return 0
 

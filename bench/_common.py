@@ -12,15 +12,11 @@ import platform
 import resource
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 GiB = 1024**3
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _cpu_model() -> str:
@@ -170,10 +166,6 @@ def folder_tensors(folder: Path) -> dict[str, int]:
     for path in sorted(Path(folder).rglob("*.safetensors")):
         out.update(safetensors_tensors(path))
     return out
-
-
-def folder_file_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors"))
 
 
 def group_bytes(tensors: dict[str, int], groups: dict[str, int]) -> dict:

@@ -21,12 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _common import machine_info, write_results  # noqa: E402
+from _common import ROOT, machine_info, write_results
 
 PROMPT = "a red fox in the snow, photograph"
 
@@ -123,7 +118,7 @@ def time_app(url: str, data: Path, runs: int, warmup: int) -> dict:
 
 def time_engine(runs: int, warmup: int) -> list[float]:
     from qwen_image.factory import build_engine, choose_setup
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     engine = build_engine(choose_setup("tiny"))
     engine.start()

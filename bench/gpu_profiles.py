@@ -39,17 +39,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
-    RESULTS,
-    GiB,
-    available_ram_gib,
-    current_rss_bytes,
-    machine_info,
-    machine_line,
-    markdown_table,
-)
+from _common import RESULTS, GiB, available_ram_gib, current_rss_bytes, machine_info, machine_line, markdown_table
 
 NAME = "gpu_profiles"
 MODELS = {"qwen-image-2.1": "tiny", "qwen-image": "tiny-qwen-image"}  # real registry key -> tiny one for --smoke
@@ -277,44 +267,30 @@ class TextEncoders:
 
 # -- the engine around an in-memory pipeline ---------------------------------------------------------------------------
 def make_engine(spec, profile, pipe, tokenizer, budget_gb: float | None, ctx: Context):
-    """An Engine serving ``pipe`` through its public start()/wait_ready(): the engine's two loader functions are
-    swapped for ones returning the in-memory model, placed by the app's LoadedModel (place_pipeline)."""
-    from qwen_image import engine as engine_module
+    """An Engine serving ``pipe``, placed by the app's LoadedModel (place_pipeline) as the profile says."""
+    from qwen_image.engine import Engine
     from qwen_image.hardware import Hardware
     from qwen_image.loader import LoadedModel, LoadOptions
 
-    def load_model(spec_, profile_, options=None, *args, **kwargs):
-        loaded = LoadedModel(
-            spec=spec_,
-            profile=profile_,
-            options=options or LoadOptions(),
-            generate=pipe,
-            sources={"generate": "(in memory)", "edit": "(in memory)"},
-            tokenizer=tokenizer,
-            device=profile_.device,
-        )
-        loaded.pipeline("generate")  # places the pipeline as the profile says
-        return loaded
-
+    loaded = LoadedModel(
+        spec=spec,
+        profile=profile,
+        options=LoadOptions(),
+        generate=pipe,
+        sources={"generate": "(in memory)", "edit": "(in memory)"},
+        tokenizer=tokenizer,
+        device=profile.device,
+    )
+    loaded.pipeline("generate")  # places the pipeline as the profile says
     vram = budget_gb if budget_gb is not None else ctx.total_gib
     ram = available_ram_gib()
     hardware = Hardware(ctx.cuda, ctx.info.get("cuda_device") or "", vram, vram, ctx.info["ram_gib"], ram)
-    budget = budget_gb if ctx.cuda else None
-    engine = engine_module.Engine(spec, profile, hardware, LoadOptions(), vram_budget_gb=budget)
-    saved = engine_module.load_model, engine_module.load_tokenizer
-    engine_module.load_model = load_model
-    engine_module.load_tokenizer = lambda *args, **kwargs: tokenizer
-    try:
-        engine.start()
-        engine.wait_ready()
-    finally:
-        engine_module.load_model, engine_module.load_tokenizer = saved
-    return engine
+    return Engine.from_loaded(loaded, hardware, vram_budget_gb=budget_gb if ctx.cuda else None)
 
 
 def generate(engine, prompt: str, size: int, steps: int) -> tuple:
     """Run one request; returns the result and the wall time at the end of every denoising step."""
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     marks: list[float] = []
 

@@ -25,10 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import ROOT, GiB, machine_info, machine_line, markdown_table, write_results
 
-from _common import ROOT, GiB, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # the Hub fixture's model builders and the RssAnon sampler live with the tests
 
 PATHS = ("bf16-then-cast", "fuse-then-cast", "streamed", "streamed-no-lora")
 BLOCKS = (2, 4)

@@ -24,21 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
-    GiB,
-    folder_tensors,
-    group_bytes,
-    machine_info,
-    machine_line,
-    markdown_table,
-    write_results,
-)
+from _common import GiB, folder_tensors, group_bytes, machine_info, machine_line, markdown_table, write_results
 
 NAME = "planner_check"
 FAMILIES = ("qwen-image-2.1", "qwen-image")
-# Published parameter counts, billions (../shared/BRIEF.md section 2).
+# Published parameter counts, billions (the model cards of the checkpoints in configs/models.toml).
 PUBLISHED = {
     ("qwen-image-2.1", "transformer"): 7.12,
     ("qwen-image-2.1", "text_encoder"): 8.77,

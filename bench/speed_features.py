@@ -24,11 +24,8 @@ import sys
 import time
 import types
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import GiB, available_ram_gib, machine_info, machine_line, markdown_table, write_results  # noqa: E402
+from _common import GiB, available_ram_gib, machine_info, machine_line, markdown_table, write_results
 
 NAME = "speed_features"
 PROMPT = "A red fox sitting in a snowy forest at sunrise, soft golden light, detailed fur, cinematic photograph"
@@ -138,7 +135,7 @@ def mid_engine(pipe, spec, tokenizer):
 # -- measurements ------------------------------------------------------------------------------------------------------
 def embed_cache_case(engine, size: int, steps: int, variant: str) -> list[dict]:
     """Same prompt, new seeds: the first run encodes, the next ones hit the cache."""
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     runs = []
     engine.embed_cache.clear()
@@ -226,8 +223,8 @@ def kv_cache_case(pipe, spec, size: int, steps: int, variant: str, repeats: int 
 
 def turbo_case_tiny(size: int) -> list[dict]:
     """Tiny 2.1 through the engine: 40 default steps vs the Turbo grid (8 fixed sigmas)."""
+    from qwen_image.generation import GenerationRequest
     from qwen_image.registry import load_registry
-    from qwen_image.requests import GenerationRequest
 
     turbo = load_registry().get("qwen-image-2.1-turbo")
     default_engine = tiny_engine("tiny")

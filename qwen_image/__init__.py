@@ -1,4 +1,4 @@
-"""Qwen Image Chat engine: registry, requests, memory planner, loading and running the Qwen-Image pipelines.
+"""Qwen Image Chat engine: registry, generation requests, memory planner, loading and running the Qwen-Image pipelines.
 
 This package never imports gradio, and importing it does no model work.
 """

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_HERE = Path(__file__).resolve().parent
+# configs/ at the repository root; an installed package carries it as qwen_image/configs
+CONFIG_DIR = _HERE / "configs" if (_HERE / "configs").is_dir() else _HERE.parent / "configs"
 COMPONENTS = ("text_encoder", "transformer", "vae")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,3 +27,9 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file so that ``dst`` is either absent or complete."""
+    with atomic_write(dst, Path(dst).suffix) as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f)

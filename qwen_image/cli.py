@@ -105,7 +105,7 @@ def _plan(args) -> int:
 def _run(args, images: list) -> int:
     from .engine import Cancelled, EngineError
     from .factory import build_engine, choose_setup
-    from .requests import GenerationRequest, ValidationError
+    from .generation import GenerationRequest, ValidationError
 
     choice = choose_setup(args.model, args.family, args.profile)
     if choice.spec.tiny:

@@ -45,7 +45,6 @@ def set_slicing(vae, enabled: bool) -> None:
 class Decoded:
     images: list  # PIL
     redecoded_fp32: bool
-    black: bool
 
 
 def latents_to_pixels(pipe, latents, height: int, width: int):
@@ -90,20 +89,11 @@ def decode(pipe, latents, height: int, width: int) -> Decoded:
         if nan:
             raise FloatingPointError("the model produced an invalid image (NaN values), even decoded in float32")
     images = pipe.image_processor.postprocess(pixels.float(), output_type="pil")
-    return Decoded(images=images, redecoded_fp32=redecoded, black=black)
+    return Decoded(images=images, redecoded_fp32=redecoded)
 
 
 def finish_image(image, transparent: bool):
     """RGBA kept for transparent results (RGB when fully opaque); otherwise flattened onto white as RGB."""
-    from PIL import Image
+    from .images import settle_alpha
 
-    if image.mode != "RGBA":
-        return image.convert("RGB")
-    alpha = image.getchannel("A")
-    if alpha.getextrema()[0] == 255:
-        return image.convert("RGB")
-    if transparent:
-        return image
-    white = Image.new("RGB", image.size, (255, 255, 255))
-    white.paste(image.convert("RGB"), mask=alpha)
-    return white
+    return settle_alpha(image if image.mode == "RGBA" else image.convert("RGB"), transparent)

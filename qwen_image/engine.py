@@ -3,7 +3,8 @@
 Nothing heavy happens at import or construction; ``start()`` loads in a thread and ``status`` says where it is.
 ``generate(request, on_progress, cancel)`` validates, waits for the model, runs the pipeline with a step callback
 (progress every denoising step, cancel within one step through the pipeline's ``interrupt``), decodes, and returns a
-``GenerationResult``. A CUDA out-of-memory error is retried once with lower-memory settings.
+``GenerationResult``. A CUDA out-of-memory error is retried once with lower-memory settings. It implements
+``qwen_image.backend.Backend``.
 """
 
 from __future__ import annotations
@@ -15,56 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import decode as dec
+from .backend import BackendError, BackendStatus, Cancelled, Capabilities, Progress, estimated_seconds
 from .embed_cache import EmbedCache
+from .generation import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
 from .hardware import Hardware
 from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
 from .planner import Workload, predict
 from .profiles import Profile
 from .registry import ModelSpec
-from .requests import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
 from .schedule import one_step_safe
 
 log = logging.getLogger(__name__)
 
-TRANSPARENT_PREFIX = "This is an RGBA image with transparency. "
-TRANSPARENT_SUFFIX = ". The image has alpha channel and the background is transparent."
 
-
-class EngineError(RuntimeError):
-    """A failure to show the user (model failed to load, out of memory after retrying, invalid output)."""
-
-
-class Cancelled(Exception):
-    """The job was stopped by its owner."""
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    state: str  # idle | loading | ready | error
-    message: str
-    model: str
-    model_label: str
-    profile: str
-    device: str
-    demo: bool
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "ready"
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str  # waiting | loading | encoding | denoising | decoding | done
-    step: int = 0
-    total: int = 0
-    elapsed: float = 0.0
-    eta: float | None = None
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total if self.total else 0.0
+class EngineError(BackendError):
+    """A failure of the in-process engine to show the user (model failed to load, out of memory after retrying,
+    invalid output)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +46,14 @@ class RunSettings:
         return replace(self, vae_tiling=True, vae_slicing=True, kv_cache=False)
 
 
-def model_prompt(r: ResolvedRequest, family: str) -> str:
-    if r.transparent and family == "qwen-image-2.1":
-        return f"{TRANSPARENT_PREFIX}{r.prompt.rstrip('.')}{TRANSPARENT_SUFFIX}"
-    return r.prompt
+def model_prompt(r: ResolvedRequest, spec: ModelSpec) -> str:
+    """The text the model is given: the user's prompt with the model's mark hint and transparent wrapper."""
+    prompt = r.prompt
+    if r.marked and spec.mark_hint:
+        prompt = prompt.rstrip() + spec.mark_hint
+    if r.transparent and spec.transparent_prompt:
+        prompt = spec.transparent_prompt.format(prompt=prompt.rstrip("."))
+    return prompt
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -126,8 +97,8 @@ class Engine:
 
     # -- status and loading ---------------------------------------------------------------------------------------
     @property
-    def status(self) -> EngineStatus:
-        return EngineStatus(
+    def status(self) -> BackendStatus:
+        return BackendStatus(
             state=self._state,
             message=self._message,
             model=self.spec.key,
@@ -137,6 +108,25 @@ class Engine:
             demo=self.spec.tiny,
         )
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_references=self.spec.max_references, transparent=self.spec.transparent, step_progress=True
+        )
+
+    def estimate_seconds(self, request: ResolvedRequest) -> float:
+        return estimated_seconds(self.spec, request)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, hardware: Hardware, vram_budget_gb: float | None = None) -> Engine:
+        """An engine serving a model already in memory (benchmarks assemble their own pipelines)."""
+        engine = cls(loaded.spec, loaded.profile, hardware, loaded.options, vram_budget_gb)
+        engine._loaded, engine._tokenizer = loaded, loaded.tokenizer
+        engine._set("ready", f"{loaded.spec.label} ready ({loaded.profile.summary()})")
+        engine._tokenizer_ready.set()
+        engine._ready.set()
+        return engine
+
     def _set(self, state: str, message: str) -> None:
         with self._state_lock:
             self._state, self._message = state, message
@@ -145,7 +135,7 @@ class Engine:
     def start(self) -> None:
         """Load the model in a background thread (once)."""
         with self._state_lock:
-            if self._thread is not None:
+            if self._thread is not None or self._ready.is_set():
                 return
             self._thread = threading.Thread(target=self._load, name="engine-load", daemon=True)
             self._state, self._message = "loading", f"loading {self.spec.label}"
@@ -283,9 +273,9 @@ class Engine:
 
         import torch
 
-        pipes = [] if self._loaded is None else [self._loaded.generate, self._loaded._edit]
+        pipes = [] if self._loaded is None else self._loaded.pipelines()
         for pipe in pipes:
-            if pipe is not None and self.profile.offload == "model":
+            if self.profile.offload == "model":
                 try:
                     pipe.maybe_free_model_hooks()
                 except Exception:
@@ -391,7 +381,7 @@ class Engine:
         import torch
 
         kwargs = dict(
-            prompt=model_prompt(r, self.spec.family),
+            prompt=model_prompt(r, self.spec),
             height=r.height,
             width=r.width,
             num_inference_steps=r.steps,

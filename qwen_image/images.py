@@ -13,7 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .requests import ValidationError
+from .generation import ValidationError
 
 MAX_PIXELS = 40_000_000
 MAX_ASPECT = 8.0
@@ -184,7 +184,7 @@ def normalise(im, keep_alpha: bool = False, label: str = "image"):
 
     Transparent pixels are flattened onto white when the alpha is not kept. Always returns a new image.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
         with warnings.catch_warnings():
@@ -205,16 +205,24 @@ def normalise(im, keep_alpha: bool = False, label: str = "image"):
             im = im.convert("RGBA")
     except ValueError:
         raise ImageInputError(f"{label}: the colour mode {im.mode} is not supported; save it as RGB.") from None
-    if im.mode == "RGBA":
-        opaque = im.getchannel("A").getextrema()[0] == 255
-        if opaque:
-            return im.convert("RGB")
-        if keep_alpha:
-            return im
-        white = Image.new("RGB", im.size, (255, 255, 255))
-        white.paste(im.convert("RGB"), mask=im.getchannel("A"))
-        return white
-    return im
+    return settle_alpha(im, keep_alpha)
+
+
+def settle_alpha(im, keep_alpha: bool):
+    """An RGBA image stays RGBA only when asked and when its alpha matters: fully opaque becomes RGB, and without
+    ``keep_alpha`` its transparent pixels are flattened onto white. Other modes pass through."""
+    from PIL import Image
+
+    if im.mode != "RGBA":
+        return im
+    alpha = im.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return im.convert("RGB")
+    if keep_alpha:
+        return im
+    white = Image.new("RGB", im.size, (255, 255, 255))
+    white.paste(im.convert("RGB"), mask=alpha)
+    return white
 
 
 def _to_8bit(im):

@@ -163,6 +163,10 @@ class LoadedModel:
                 self._switch(role, pipe)
             return pipe
 
+    def pipelines(self) -> list:
+        """The pipelines built so far (the 20B edit pipeline is built on first use)."""
+        return [pipe for pipe in (self.generate, self._edit) if pipe is not None]
+
     def _switch(self, role: str, pipe) -> None:
         """Make ``pipe`` the active one; the other pipeline's transformer leaves the GPU (and RAM if it must)."""
         other = self._edit if role == "generate" else self.generate
@@ -174,9 +178,9 @@ class LoadedModel:
                 other.register_modules(transformer=None)
                 _free_memory()
         if pipe.transformer is None:
-            lora = self.spec.extra.get(f"lora_{role}")
+            lora = self.spec.lora_edit if role == "edit" else self.spec.lora_generate
             pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile, lora))
-            apply_lora(pipe, self.spec.extra.get(f"lora_{role}"))
+            apply_lora(pipe, lora)
             prepare_transformer(pipe.transformer, self.profile, self.options)
         self._place(pipe, role)
 
@@ -302,7 +306,7 @@ def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile
     from transformers import Qwen2VLProcessor
 
     edit_source = local_snapshot(edit_source, "transformer", "processor", "scheduler")
-    transformer = load_transformer(edit_source, profile, spec.extra.get("lora_edit"))
+    transformer = load_transformer(edit_source, profile, spec.lora_edit)
     processor = Qwen2VLProcessor.from_pretrained(edit_source, subfolder="processor")
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(edit_source, subfolder="scheduler")
     pipe = diffusers.QwenImageEditPlusPipeline(
@@ -313,7 +317,7 @@ def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile
         processor=processor,
         transformer=transformer,
     )
-    apply_lora(pipe, spec.extra.get("lora_edit"), spec.extra.get("scheduler"))
+    apply_lora(pipe, spec.lora_edit, spec.scheduler)
     prepare_transformer(pipe.transformer, profile, options)
     return pipe
 
@@ -339,7 +343,7 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
     cls = getattr(diffusers, spec.generate_pipeline)
     components = {}
     if profile.transformer == "fp8":
-        components["transformer"] = _streamed_fp8(spec.family, gen_src, profile, spec.extra.get("lora_generate"))
+        components["transformer"] = _streamed_fp8(spec.family, gen_src, profile, spec.lora_generate)
     dtype = torch_dtype(profile.dtype)
     transformer_q = transformer_quantization(profile)
     quantization = PipelineQuantizationConfig(quant_mapping={"transformer": transformer_q}) if transformer_q else None
@@ -347,7 +351,7 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
         # without its vocabulary projection from the start (qwen_image.headless): never materialised at the load peak
         components["text_encoder"] = load_text_encoder(gen_src, dtype, text_encoder_quantization(profile))
         pipe = cls.from_pretrained(gen_src, dtype=dtype, quantization_config=quantization, **components)
-    apply_lora(pipe, spec.extra.get("lora_generate"), spec.extra.get("scheduler"))
+    apply_lora(pipe, spec.lora_generate, spec.scheduler)
     prepare_transformer(pipe.transformer, profile, options)
     tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
     loaded = LoadedModel(

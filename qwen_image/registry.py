@@ -39,11 +39,17 @@ class ModelSpec:
     tiers: tuple  # ((name, side), ...)
     sizes: tuple  # ((ratio, (w, h)), ...)
     reference_resolution: int
+    max_reference_resolution: int
+    seconds_per_megapixel_step: float  # GPU time per denoising step and megapixel (ZeroGPU slots, estimates)
     tiny: bool = False
     allow_cfg: bool = True
     sigmas: tuple | None = None
     max_sequence_length: int = 1024
-    extra: dict = field(default_factory=dict, hash=False, compare=False)
+    transparent_prompt: str = ""  # how a transparent result is asked for: "{prompt}" is the user's prompt
+    mark_hint: str = ""  # appended to an edit prompt whose first reference carries red marks
+    lora_generate: dict | None = field(default=None, hash=False)  # {repo, weight_name, scale}: fused at load
+    lora_edit: dict | None = field(default=None, hash=False)
+    scheduler: dict | None = field(default=None, hash=False)  # scheduler config overrides (LoRA presets)
 
     @property
     def one_pipeline(self) -> bool:
@@ -57,16 +63,6 @@ class ModelSpec:
     @property
     def tier_names(self) -> tuple[str, ...]:
         return tuple(t for t, _ in self.tiers)
-
-    def tier_side(self, tier: str) -> int:
-        return dict(self.tiers)[tier]
-
-    def native_size(self, ratio: str) -> tuple[int, int]:
-        return tuple(dict(self.sizes)[ratio])
-
-    @property
-    def max_reference_resolution(self) -> int:
-        return 256 if self.tiny else 2048
 
     def with_checkpoints(self, path: str, family_label: str | None = None) -> ModelSpec:
         """This spec pointed at a local folder or Hub id (``--model PATH --family NAME``)."""
@@ -88,20 +84,21 @@ class ModelSpec:
 
 
 def _spec(key: str, data: dict) -> ModelSpec:
-    known = set(ModelSpec.__dataclass_fields__) - {"key", "extra", "tiers", "sizes", "sigmas"}
-    kwargs = {k: v for k, v in data.items() if k in known}
-    extra = {k: v for k, v in data.items() if k not in known and k not in {"tiers", "sizes", "sigmas"}}
     if data.get("family") not in FAMILIES:
         raise ValueError(f"model {key!r}: unknown family {data.get('family')!r}")
+    unknown = set(data) - set(ModelSpec.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"model {key!r}: unknown field(s) {', '.join(sorted(unknown))} in models.toml")
     return ModelSpec(
-        key=key,
-        tiers=tuple((name, int(side)) for name, side in data["tiers"].items()),
-        sizes=tuple((ratio, (int(wh[0]), int(wh[1]))) for ratio, wh in data["sizes"].items()),
-        sigmas=tuple(data["sigmas"]) if data.get("sigmas") else None,
-        generate_checkpoint=data.get("generate_checkpoint"),
-        edit_checkpoint=data.get("edit_checkpoint"),
-        extra=extra,
-        **{k: v for k, v in kwargs.items() if k not in {"generate_checkpoint", "edit_checkpoint"}},
+        **{
+            **data,
+            "key": key,
+            "tiers": tuple((name, int(side)) for name, side in data["tiers"].items()),
+            "sizes": tuple((ratio, (int(wh[0]), int(wh[1]))) for ratio, wh in data["sizes"].items()),
+            "sigmas": tuple(data["sigmas"]) if data.get("sigmas") else None,
+            "generate_checkpoint": data.get("generate_checkpoint"),
+            "edit_checkpoint": data.get("edit_checkpoint"),
+        }
     )
 
 
@@ -120,7 +117,7 @@ class Registry:
 
     def by_family(self, family: str, tiny: bool = False) -> ModelSpec:
         for spec in self.models.values():
-            if spec.family == family and spec.tiny == tiny and "lora_generate" not in spec.extra and not spec.sigmas:
+            if spec.family == family and spec.tiny == tiny and spec.lora_generate is None and not spec.sigmas:
                 return spec
         raise KeyError(f"no model of family {family!r}")
 

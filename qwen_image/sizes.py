@@ -7,27 +7,9 @@ import math
 MAX_ASPECT = 8.0
 
 
-def parse_ratio(ratio: str) -> float:
-    try:
-        a, b = ratio.split(":")
-        value = float(a) / float(b)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"aspect ratio {ratio!r} is not of the form W:H") from None
-    if not (1 / MAX_ASPECT <= value <= MAX_ASPECT):
-        raise ValueError(f"aspect ratio {ratio!r} is beyond 1:{MAX_ASPECT:g}")
-    return value
-
-
 def snap(value: float, multiple: int) -> int:
     """Nearest multiple of ``multiple``, at least one multiple."""
     return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def size_for_area(side: int, ratio: float, multiple: int) -> tuple[int, int]:
-    """A width x height of about ``side``^2 pixels with the given width/height ratio."""
-    width = side * math.sqrt(ratio)
-    height = side / math.sqrt(ratio)
-    return snap(width, multiple), snap(height, multiple)
 
 
 def _snap_within(value: float, multiple: int, lo: int, hi: int) -> int:
@@ -111,12 +93,3 @@ def check_size(spec, width: int, height: int) -> tuple[int, int]:
     if max(w / h, h / w) > MAX_ASPECT:
         raise ValueError(f"size {width}x{height} is too elongated: at most 1:{MAX_ASPECT:g}")
     return w, h
-
-
-def ratio_choices(spec) -> list[tuple[str, str]]:
-    """(label, ratio) pairs for a dropdown, each label showing the exact size at the default tier."""
-    out = []
-    for ratio in spec.ratios:
-        w, h = size_for(spec, ratio, spec.default_tier)
-        out.append((f"{ratio}  ({w}x{h})", ratio))
-    return out

@@ -173,35 +173,15 @@ def _save_tiny(arch_name: str, target: Path) -> None:
     import torch
 
     comps = build_components(arch_name)
+    shared = {k: comps[k] for k in ("scheduler", "vae", "text_encoder", "transformer")}
     if arch_name == "tiny-qwen-image-2.1":
-        pipe = diffusers.QwenImage21Pipeline(
-            scheduler=comps["scheduler"],
-            vae=comps["vae"],
-            text_encoder=comps["text_encoder"],
-            processor=comps["processor"],
-            transformer=comps["transformer"],
-        )
-        pipe.save_pretrained(target)
+        diffusers.QwenImage21Pipeline(**shared, processor=comps["processor"]).save_pretrained(target)
         return
     # 20B family: a generate checkpoint and an edit checkpoint with its own transformer weights, like the Hub repos.
-    gen = diffusers.QwenImagePipeline(
-        scheduler=comps["scheduler"],
-        vae=comps["vae"],
-        text_encoder=comps["text_encoder"],
-        tokenizer=comps["tokenizer"],
-        transformer=comps["transformer"],
-    )
-    gen.save_pretrained(target / "generate")
+    diffusers.QwenImagePipeline(**shared, tokenizer=comps["tokenizer"]).save_pretrained(target / "generate")
     torch.manual_seed(7)
-    edit_transformer = build_module(load_architecture(arch_name)["transformer"], device="cpu")
-    edit = diffusers.QwenImageEditPlusPipeline(
-        scheduler=comps["scheduler"],
-        vae=comps["vae"],
-        text_encoder=comps["text_encoder"],
-        tokenizer=comps["tokenizer"],
-        processor=comps["processor"],
-        transformer=edit_transformer,
-    )
+    shared["transformer"] = build_module(load_architecture(arch_name)["transformer"], device="cpu")
+    edit = diffusers.QwenImageEditPlusPipeline(**shared, tokenizer=comps["tokenizer"], processor=comps["processor"])
     edit.save_pretrained(target / "edit")
 
 

@@ -71,7 +71,7 @@ def registry_repos() -> dict[str, dict]:
             repos[spec.generate_checkpoint] = {"kind": "20b"}
             repos[spec.edit_checkpoint] = {"kind": "edit-plus"}
         for role in ("generate", "edit"):
-            lora = spec.extra.get(f"lora_{role}")
+            lora = getattr(spec, f"lora_{role}")
             if lora:
                 entry = repos.setdefault(lora["repo"], {"kind": "lora", "files": []})
                 entry["files"].append(lora["weight_name"])

@@ -10,7 +10,7 @@ from appserver import client, running_app
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from qwen_image.store import Store
+from conversations.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-from qwen_image import archive
-from qwen_image.archive import export_conversation, import_conversation
+from conversations import archive
+from conversations.archive import export_conversation, import_conversation
+from conversations.store import Store
+from qwen_image.generation import ValidationError
 from qwen_image.metadata import image_settings, read_settings
-from qwen_image.requests import ValidationError
-from qwen_image.store import Store
 
 A, B = "anon-aaaaaaaaaaaaaaaaaaaaaaaa", "user-bob-0123456789abcdef01234567"
 SETTINGS = {"model": "tiny", "mode": "generate", "steps": 4, "width": 16, "height": 12, "true_cfg": 4.0}

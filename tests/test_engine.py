@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qwen_image.engine import TRANSPARENT_PREFIX, Cancelled, Engine, EngineError, Progress, model_prompt
+from qwen_image.engine import Cancelled, Engine, EngineError, Progress, model_prompt
+from qwen_image.generation import GenerationRequest, ValidationError
 from qwen_image.profiles import get_profile
 from qwen_image.registry import resolve_model
-from qwen_image.requests import GenerationRequest, ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,9 +124,22 @@ def test_transparent_21(engine21):
     assert image.mode == "RGBA"  # the tiny model's random alpha is not opaque for this seed
     opaque = engine21.generate(GenerationRequest(prompt="a glass apple", seed=1))
     assert opaque.images[0].mode == "RGB"
-    assert model_prompt(result.request, "qwen-image-2.1").startswith(TRANSPARENT_PREFIX)
-    assert "alpha channel" in model_prompt(result.request, "qwen-image-2.1")
-    assert model_prompt(opaque.request, "qwen-image-2.1") == "a glass apple"
+    assert model_prompt(result.request, engine21.spec) == (
+        "This is an RGBA image with transparency. a glass apple. The image has alpha channel and the background is "
+        "transparent."
+    )
+    assert model_prompt(opaque.request, engine21.spec) == "a glass apple"
+
+
+def test_marks_hint_comes_from_the_model_spec(engine20):
+    red = Image.new("RGB", (64, 64), "red")
+    r = engine20.resolve(GenerationRequest(prompt="a blue door.", images=(red,), marked=True, seed=1))
+    assert r.settings()["marked"] is True
+    assert (
+        model_prompt(r, engine20.spec) == "a blue door. Change only the area marked in red, and remove the red marks."
+    )
+    unmarked = engine20.resolve(GenerationRequest(prompt="a blue door", images=(red,), seed=1))
+    assert model_prompt(unmarked, engine20.spec) == "a blue door"
 
 
 def test_finish_image_modes():

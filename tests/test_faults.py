@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conversations.jobs import JobManager
+from conversations.store import Store
 from qwen_image.engine import EngineError
-from qwen_image.jobs import JobManager
-from qwen_image.requests import GenerationRequest
-from qwen_image.store import Store
+from qwen_image.generation import GenerationRequest
 
 
 def fail_times(monkeypatch, obj, name, times, exc_factory, counter):

@@ -33,7 +33,7 @@ def _engine(model: str, profile, **options):
 def _generate(engine, **fields):
     import numpy as np
 
-    from qwen_image.requests import GenerationRequest
+    from qwen_image.generation import GenerationRequest
 
     result = engine.generate(GenerationRequest(**{"prompt": "a red fox", "seed": 1, "steps": 2, **fields}))
     for image in result.images:

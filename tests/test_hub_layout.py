@@ -19,8 +19,8 @@ import hub_fixture
 import pytest
 from anon_rss import run_measured
 
+from qwen_image.generation import GenerationRequest
 from qwen_image.registry import load_registry
-from qwen_image.requests import GenerationRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "artifacts" / "hub_fixture_figures.json"
@@ -282,7 +282,7 @@ def test_fp8_streamed_load_fuses_like_peft(hub_home):
     from qwen_image.profiles import get_profile
 
     spec = load_registry().get("qwen-image-lightning")
-    lora = spec.extra["lora_generate"]
+    lora = spec.lora_generate
     profile = replace(get_profile("cpu", spec.family), transformer="fp8")
     streamed = loader.load_transformer(spec.generate_checkpoint, profile, lora)
     local = loader.local_snapshot(spec.generate_checkpoint, "transformer")

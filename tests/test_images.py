@@ -19,8 +19,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from qwen_image import images
+from qwen_image.generation import ValidationError
 from qwen_image.images import ImageInputError, normalise, open_image
-from qwen_image.requests import ValidationError
 
 try:
     import pillow_heif  # noqa: F401

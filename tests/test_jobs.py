@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
 from PIL import Image
 
+from conversations.jobs import JobManager
+from conversations.store import Store
 from qwen_image.engine import Progress
-from qwen_image.jobs import JobManager
-from qwen_image.requests import GenerationRequest
-from qwen_image.store import Store
+from qwen_image.generation import GenerationRequest
 
 OWNER = "anon-" + "b" * 24
 
@@ -63,3 +64,45 @@ def test_slow_steps_are_each_shown(tmp_path):
     steps = [s.progress.step for s in seen if s.state == "running" and s.progress is not None]
     assert steps == [1, 2, 3, 4]
     assert seen[-1].state == "done"
+
+
+class GatedEngine(FastEngine):
+    """Each job waits until released, so that the test sees how many run at once."""
+
+    def __init__(self):
+        super().__init__(steps=1, step_seconds=0)
+        self.release = threading.Event()
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def generate(self, resolved, on_progress=None, cancel=None):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(30)
+        with self.lock:
+            self.running -= 1
+        return super().generate(resolved, on_progress, cancel)
+
+
+def test_a_backend_that_runs_several_jobs_gets_as_many_workers(tmp_path):
+    engine = GatedEngine()
+    store = Store(tmp_path)
+    jobs = JobManager(engine, store, workers=3)
+    try:
+        store.ensure_owner(OWNER)
+        conv = store.create_conversation(OWNER)
+        snaps = [jobs.submit(OWNER, conv, engine.resolve(GenerationRequest(prompt=f"job {i}")), []) for i in range(4)]
+        deadline = time.monotonic() + 30
+        while engine.most < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert engine.most == 3  # three at once, the fourth waits
+        assert sum(s.state == "queued" for s in (jobs.get(OWNER, s.id) for s in snaps)) == 1
+        engine.release.set()
+        assert [list(jobs.follow(OWNER, s.id, timeout=30))[-1].state for s in snaps] == ["done"] * 4
+    finally:
+        engine.release.set()
+        jobs.shutdown()
+        store.close()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from qwen_image.engine import Engine
+from qwen_image.generation import GenerationRequest
 from qwen_image.hardware import detect
 from qwen_image.loader import checkpoint_sources
 from qwen_image.profiles import get_profile
 from qwen_image.registry import load_registry
-from qwen_image.requests import GenerationRequest
 
 
 def make_lora(source: str, folder, name: str, seed: int) -> dict:
@@ -43,11 +43,9 @@ def lightning(tmp_path_factory):
         true_cfg=1.0,
         negative_prompt="",
         allow_cfg=False,
-        extra={
-            "lora_generate": make_lora(gen_src, folder, "gen.safetensors", 1),
-            "lora_edit": make_lora(edit_src, folder, "edit.safetensors", 2),
-            "scheduler": preset.extra["scheduler"],
-        },
+        lora_generate=make_lora(gen_src, folder, "gen.safetensors", 1),
+        lora_edit=make_lora(edit_src, folder, "edit.safetensors", 2),
+        scheduler=preset.scheduler,
     )
     engine = Engine(spec, get_profile("cpu", spec.family), detect())
     engine.start()
@@ -81,7 +79,7 @@ def test_lightning_loras_are_the_releases_for_their_base_checkpoints():
     The old entry fused Qwen-Image-Lightning (August 2025 Qwen-Image) into Qwen-Image-2512."""
     spec = load_registry().get("qwen-image-lightning")
     for role, base in (("generate", spec.generate_checkpoint), ("edit", spec.edit_checkpoint)):
-        lora = spec.extra[f"lora_{role}"]
+        lora = getattr(spec, f"lora_{role}")
         base_name = base.split("/")[-1]
         assert lora["repo"].split("/")[-1] == f"{base_name}-Lightning", (role, lora["repo"], base)
         assert lora["weight_name"].startswith(f"{base_name}-Lightning-{spec.steps}steps-"), (role, lora, base)

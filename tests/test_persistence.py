@@ -9,7 +9,7 @@ from appserver import AppProcess, client
 from gradio_client import handle_file
 from PIL import Image
 
-from qwen_image.store import Store
+from conversations.store import Store
 
 pytestmark = pytest.mark.slow
 MSG = {"files": []}

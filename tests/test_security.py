@@ -14,7 +14,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from test_images import CASES
 
-from qwen_image.store import Store
+from conversations.store import Store
 
 pytestmark = pytest.mark.slow
 MSG = {"files": []}

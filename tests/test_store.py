@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qwen_image import store_schema
+from conversations import store_schema
+from conversations.owners import OwnerTokens, user_owner
+from conversations.store import INTERRUPTED, Store
 from qwen_image.metadata import image_settings, read_settings
-from qwen_image.owners import OwnerTokens, user_owner
-from qwen_image.store import INTERRUPTED, Store
 
 A, B = "anon-aaaaaaaaaaaaaaaaaaaaaaaa", "anon-bbbbbbbbbbbbbbbbbbbbbbbb"
 SETTINGS = {"model": "tiny", "mode": "generate", "prompt": "a red fox", "steps": 4, "width": 16, "height": 16}
@@ -82,7 +82,7 @@ def test_summary_title_thumbnail_and_order(store):
     (summary,) = store.list_conversations(A)
     assert summary.turn_count == 2 and summary.thumbnail == last.outputs[0].path
     assert summary.title.endswith("…") and len(summary.title) <= 60 and long_prompt.startswith(summary.title[:-1])
-    assert store.latest_output(A, conv) == last.outputs[0]
+    assert store.get_conversation(A, conv).latest_output() == last.outputs[0]
     assert store.rename_conversation(A, conv, "  Light\x00house\n\u202e  ")
     assert store.get_conversation(A, conv).title == "Light house"
     assert store.get_conversation(A, conv).custom_title == "Light house"
@@ -136,7 +136,6 @@ def test_owners_are_isolated(store):
     assert store.get_conversation(B, conv) is None
     assert store.get_turn(B, turn.id) is None
     assert store.get_image(B, output.id) is None and store.get_image(B, upload.id) is None
-    assert store.latest_output(B, conv) is None
     assert store.rename_conversation(B, conv, "mine now") is False
     assert store.delete_conversation(B, conv) is False
     assert store.delete_last_turn(B, conv) is False
@@ -162,7 +161,7 @@ def test_owners_are_isolated(store):
 def test_malformed_ids_behave_like_missing_ones(store, bad):
     conv = store.create_conversation(A)
     assert store.get_conversation(A, bad) is None and store.get_turn(A, bad) is None
-    assert store.get_image(A, bad) is None and store.latest_output(A, bad) is None
+    assert store.get_image(A, bad) is None
     assert store.rename_conversation(A, bad, "t") is False and store.delete_conversation(A, bad) is False
     assert store.delete_last_turn(A, bad) is False and store.fail_turn(A, bad, "e") is None
     assert store.finish_turn(A, bad, [], [], SETTINGS) is None
@@ -360,7 +359,7 @@ def test_undo_last_turn(store):
     assert not any(r.path.exists() for r in second.outputs)
     assert store.get_image(A, single.id) is None and not single.path.exists()  # only the undone turn used it
     assert store.get_image(A, shared.id) == shared and store.get_image(A, first.outputs[0].id) == first.outputs[0]
-    assert store.latest_output(A, conv) == first.outputs[0]
+    assert store.get_conversation(A, conv).latest_output() == first.outputs[0]
     again = make_turn(store, A, conv, "again")
     assert again.position == 1
     assert store.delete_last_turn(A, conv) and store.delete_last_turn(A, conv)

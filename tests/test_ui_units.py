@@ -6,18 +6,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from qwen_image.owners import OwnerTokens
+from conversations.owners import Owners, OwnerTokens
+from conversations.settings import AUTO, MATCH, TurnSettings, stored_request
+from conversations.store import Store
+from qwen_image.generation import resolve
 from qwen_image.registry import load_registry
-from qwen_image.store import Store
 from ui import render
 from ui.context import AppContext
-from ui.settings import AUTO, PanelValues, request_from_settings, to_request
 
 
 @pytest.fixture
 def ctx(tmp_path):
     store = Store(tmp_path)
-    c = AppContext(engine=None, store=store, jobs=None, tokens=OwnerTokens(tmp_path), media=None, data_dir=tmp_path)
+    owners = Owners(OwnerTokens(tmp_path), store)
+    c = AppContext(backend=None, store=store, jobs=None, turns=None, owners=owners, media=None, data_dir=tmp_path)
     yield c
     store.close()
 
@@ -106,10 +108,10 @@ def test_finished_turns_link_their_full_resolution_pngs(tmp_path):
 
 def test_panel_values_become_requests():
     spec = load_registry().get("qwen-image-2.1")
-    v = PanelValues(AUTO, "1K", 30, 4.0, "blurry", 123, False, 2, True)
-    r = to_request(spec, "a cat", [], v)
+    v = TurnSettings(AUTO, "1K", 30, 4.0, "blurry", 123, False, 2, True)
+    r = v.request(spec, "a cat")
     assert (r.aspect_ratio, r.steps, r.true_cfg, r.negative_prompt, r.seed, r.num_images, r.transparent) == (
-        "1:1",
+        None,
         30,
         4.0,
         "blurry",
@@ -117,9 +119,16 @@ def test_panel_values_become_requests():
         2,
         True,
     )
-    r = to_request(spec, "edit", ["img"], PanelValues(AUTO, "1K", 30, 1.0, "ignored", 5, True, 1, False))
-    assert r.aspect_ratio is None and r.negative_prompt is None and r.seed is None
-    again = request_from_settings(
+    assert resolve(r, spec).aspect_ratio == "1:1"  # auto without an image: square
+    r = TurnSettings(AUTO, "1K", 30, 1.0, "ignored", 5, True, 1, False).request(spec, "edit")
+    assert r.aspect_ratio is None and r.negative_prompt is None and r.seed is None and r.images == ()
+    # the Edit tab: follow a reference's shape, or a chosen ratio; an explicit size wins over both
+    follow = TurnSettings(MATCH).request(spec, "edit", match_reference=2, marked=True)
+    assert (follow.aspect_ratio, follow.match_reference, follow.marked) == (None, 2, True)
+    assert TurnSettings("16:9").request(spec, "edit", match_reference=2).match_reference is None
+    sized = TurnSettings("16:9").request(spec, "p", size=(640, 480))
+    assert (sized.aspect_ratio, sized.width, sized.height) == (None, 640, 480)
+    again = stored_request(
         "a cat",
         {
             "width": 640,
@@ -129,7 +138,23 @@ def test_panel_values_become_requests():
             "negative_prompt": "blurry",
             "seed": 9,
             "num_images": 1,
+            "marked": True,
         },
-        [],
     )
-    assert (again.width, again.height, again.seed, again.negative_prompt) == (640, 480, None, "blurry")
+    assert (again.width, again.height, again.seed, again.negative_prompt, again.marked) == (
+        640,
+        480,
+        None,
+        "blurry",
+        True,
+    )
+
+
+def test_stored_settings_refill_the_panel():
+    spec = load_registry().get("qwen-image")
+    back = TurnSettings.from_stored(
+        spec, {"aspect_ratio": "16:9", "tier": "1K", "steps": 20, "true_cfg": 2.5, "seed": 7}
+    )
+    assert back == TurnSettings("16:9", "1K", 20, 2.5, "", 7, False, 1, False)
+    odd = TurnSettings.from_stored(spec, {"aspect_ratio": "5:1", "tier": "9K", "seed": "x", "transparent": True})
+    assert odd == TurnSettings(AUTO, spec.default_tier, spec.steps, spec.true_cfg, "", 0, True, 1, False)

@@ -18,8 +18,7 @@ from hypothesis.control import currently_in_test_context
 from PIL import Image
 
 from qwen_image import sizes
-from qwen_image.registry import load_registry
-from qwen_image.requests import (
+from qwen_image.generation import (
     MAX_CFG,
     MAX_IMAGES,
     MAX_STEPS,
@@ -30,6 +29,7 @@ from qwen_image.requests import (
     ValidationError,
     resolve,
 )
+from qwen_image.registry import load_registry
 
 SPECS = ("tiny", "tiny-qwen-image", "qwen-image-2.1", "qwen-image-2.1-turbo", "qwen-image")
 REGISTRY = load_registry()

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 from appserver import client, running_app
 
-from ui.zerogpu import job_duration
+from conversations.zerogpu import job_duration
+from qwen_image.backend import estimated_seconds
+from qwen_image.registry import load_registry
 
 FAKE_SPACES = '''
 import json, os
@@ -31,14 +33,18 @@ def req(steps=30, width=1024, height=1024, images=1, cfg=False):
     return SimpleNamespace(steps=steps, width=width, height=height, num_images=images, uses_cfg=cfg)
 
 
+def duration(request, model="qwen-image-2.1"):
+    return job_duration(estimated_seconds(load_registry().get(model), request))
+
+
 def test_job_duration_grows_with_the_work_and_stays_within_bounds():
-    base = job_duration(req(), "qwen-image-2.1")
+    base = duration(req())
     assert 30 <= base <= 300
-    assert job_duration(req(steps=60), "qwen-image-2.1") > base
-    assert job_duration(req(cfg=True), "qwen-image-2.1") > base
-    assert job_duration(req(), "qwen-image") > base  # the 20B transformer is slower
-    assert job_duration(req(steps=4, width=512, height=512), "qwen-image-2.1") == 30
-    assert job_duration(req(steps=100, width=2048, height=2048, images=4, cfg=True), "qwen-image") == 300
+    assert duration(req(steps=60)) > base
+    assert duration(req(cfg=True)) > base
+    assert duration(req(), "qwen-image") > base  # the 20B transformer is slower (its speed is in the registry)
+    assert duration(req(steps=4, width=512, height=512)) == 30
+    assert duration(req(steps=100, width=2048, height=2048, images=4, cfg=True), "qwen-image") == 300
 
 
 @pytest.mark.slow

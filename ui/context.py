@@ -1,84 +1,69 @@
-"""What every UI handler needs: engine, store, jobs, owner tokens, media; and who the caller is."""
+"""What every UI handler needs (the backend, the conversation services, media files), and who the caller is."""
 
 from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import gradio as gr
 
-from qwen_image.images import ImageInputError, open_image
-from qwen_image.requests import ValidationError
+from conversations.jobs import JobManager
+from conversations.owners import Owners
+from conversations.store import Store
+from conversations.turns import TurnService
+from qwen_image.backend import Backend
+from qwen_image.generation import ValidationError
+from qwen_image.registry import ModelSpec
+
+from .media import Media
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppContext:
-    engine: object
-    store: object
-    jobs: object
-    tokens: object
-    media: object
+    backend: Backend
+    store: Store
+    jobs: JobManager
+    turns: TurnService
+    owners: Owners
+    media: Media
     data_dir: Path
-    auth: bool = False
-    zerogpu_runner: object = None  # ZeroGPU: a spaces.GPU-wrapped streaming runner
-    extra: dict = field(default_factory=dict)
+    browser_secret: str | None = None  # signs gr.BrowserState, so that browser ids survive restarts
 
     @property
-    def spec(self):
-        return self.engine.spec
+    def spec(self) -> ModelSpec:
+        return self.backend.spec
 
-    def owner(self, owner_state: str | None, request: gr.Request | None = None) -> str:
+    @property
+    def gpu(self) -> dict:
+        """Event options of the events that run a job: one queue, as many at once as the backend runs jobs."""
+        return {"concurrency_id": "gpu", "concurrency_limit": self.backend.capabilities.concurrent_jobs}
+
+    def owner(self, owner_state, request: gr.Request | None = None) -> str:
         """The caller's owner id: the logged-in user with --auth, else this session's anonymous owner."""
-        username = getattr(request, "username", None) if request is not None else None
-        if username:
-            owner = self.tokens.user_owner(username)
-        elif isinstance(owner_state, str) and owner_state.startswith("anon-"):
-            owner = owner_state
-        else:
-            owner = self.tokens.verify(self.tokens.new_token())
-        self.store.ensure_owner(owner)
-        return owner
+        return self.owners.current(owner_state, _username(request))
+
+    def act(self, owner_state, request: gr.Request | None, action: Callable[[str], T]) -> tuple[str, T]:
+        """(owner, ``action(owner)``) for the caller; whatever the action refuses becomes a message for the user."""
+        owner = self.owner(owner_state, request)
+        try:
+            return owner, action(owner)
+        except Exception as exc:
+            raise user_error(exc) from None
 
     def restore(self, token, request: gr.Request | None = None) -> tuple[str, str | None]:
         """Owner and (new) browser token from the value kept in the browser; anything invalid starts afresh."""
-        username = getattr(request, "username", None) if request is not None else None
-        if username:
-            owner = self.tokens.user_owner(username)
-            self.store.ensure_owner(owner)
-            return owner, None
-        owner = self.tokens.verify(token) if isinstance(token, str) else None
-        if owner is None:
-            token = self.tokens.new_token()
-            owner = self.tokens.verify(token)
-        self.store.ensure_owner(owner)
-        return owner, token
+        return self.owners.restore(token, _username(request))
 
-    def open_uploads(self, files) -> list:
-        """PIL images from uploaded file paths (Gradio hands over paths in its upload cache)."""
-        images = []
-        for i, f in enumerate(files or [], 1):
-            path = f.get("path") if isinstance(f, dict) else getattr(f, "path", f)
-            if not isinstance(path, (str, Path)):
-                raise ImageInputError(f"attachment {i} is not a file")
-            images.append(open_image(path, keep_alpha=self.spec.transparent, name=f"attachment {i}"))
-        return images
 
-    def stored_images(self, owner: str, image_ids: list[str]) -> list:
-        from PIL import Image
-
-        images = []
-        for image_id in image_ids:
-            rec = self.store.get_image(owner, image_id)
-            if rec is None:
-                raise ValidationError("That image is no longer available.")
-            with Image.open(rec.path) as im:
-                im.load()
-                images.append(im.convert("RGBA") if im.mode == "RGBA" else im.convert("RGB"))
-        return images
+def _username(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
 
 
 def user_error(exc: Exception) -> gr.Error:
@@ -87,3 +72,7 @@ def user_error(exc: Exception) -> gr.Error:
         return gr.Error(html.escape(str(exc)), title="Please check your request")
     log.exception("unexpected error in a handler")
     return gr.Error(html.escape(f"Something went wrong: {exc}"), title="Error")
+
+
+PRIVATE = {"api_visibility": "private"}  # page-only events, not API endpoints
+QUICK = {**PRIVATE, "queue": False}  # page-only events that do no real work

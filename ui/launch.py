@@ -94,49 +94,54 @@ def launch_kwargs(args, outbox: Path, auth: list) -> dict:
 
 def browser_secret(data_dir: Path) -> str:
     """A stable secret for gr.BrowserState (derived from the server secret) so that owners survive restarts."""
-    from qwen_image.owners import load_secret
+    from conversations.owners import load_secret
 
     return hashlib.sha256(b"browser-state:" + load_secret(data_dir)).hexdigest()[:32]
 
 
 def build(args):
-    """Engine (loading in the background), store, jobs and the Blocks app."""
+    """Backend (loading in the background), the conversation services and the Blocks app."""
+    from conversations.jobs import JobManager
+    from conversations.owners import Owners, OwnerTokens
+    from conversations.store import Store
+    from conversations.turns import TurnService
+    from conversations.zerogpu import gpu_slot, zerogpu_active
     from qwen_image.factory import deferred_engine
-    from qwen_image.jobs import JobManager
     from qwen_image.loader import LoadOptions
-    from qwen_image.owners import OwnerTokens
-    from qwen_image.store import Store
 
     from .app import build_app
     from .context import AppContext
     from .media import Media
-    from .zerogpu import zerogpu_active, zerogpu_runner
 
     data_dir = Path(args.data_dir or default_data_dir())
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir)
     interrupted = store.recover_interrupted()
-    tokens = OwnerTokens(data_dir)
     media = Media(data_dir / "outbox")
     media.sweep()
 
     options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
-    engine = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
+    backend = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
     zero = zerogpu_active()
-    jobs = JobManager(engine, store, max_queue=args.queue_size, rate_limit=args.rate_limit, start_worker=not zero)
+    jobs = JobManager(
+        backend,
+        store,
+        max_queue=args.queue_size,
+        rate_limit=args.rate_limit,
+        workers=backend.capabilities.concurrent_jobs,
+        gpu_slot=gpu_slot if zero else None,
+    )
+    if zero:  # ZeroGPU: the model is loaded (and moved to CUDA) before serving
+        backend.start()
+        backend.wait_ready()
     ctx = AppContext(
-        engine=engine,
+        backend=backend,
         store=store,
         jobs=jobs,
-        tokens=tokens,
+        turns=TurnService(backend, store, jobs),
+        owners=Owners(OwnerTokens(data_dir), store),
         media=media,
         data_dir=data_dir,
-        auth=bool(args.auth or args.auth_file),
+        browser_secret=browser_secret(data_dir),
     )
-    ctx.extra["browser_secret"] = browser_secret(data_dir)
-    if zero:  # ZeroGPU: the model is loaded (and moved to CUDA) before serving
-        engine.start()
-        engine.wait_ready()
-        ctx.zerogpu_runner = zerogpu_runner(jobs)
-    demo = build_app(ctx)
-    return demo, ctx, interrupted
+    return build_app(ctx), ctx, interrupted

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from qwen_image.atomic import atomic_copy, atomic_write
+
 PREVIEW_SIDE = 768
 THUMB_SIDE = 160
 
@@ -25,39 +27,40 @@ class Media:
 
     def preview(self, record) -> str:
         """A WebP preview (longest side 768 px, alpha kept) of a stored image; made once."""
-        return self._small(record, "previews", PREVIEW_SIDE)
+        return self._small(record.path, record.id, "previews", PREVIEW_SIDE)
 
-    def thumbnail(self, record) -> str:
-        """A small WebP for the conversation list."""
-        return self._small(record, "thumbs", THUMB_SIDE)
+    def thumbnail(self, path: Path) -> str:
+        """A small WebP of a stored image file, for the conversation list."""
+        return self._small(path, Path(path).stem, "thumbs", THUMB_SIDE)
 
-    def _small(self, record, folder: str, side: int) -> str:
+    def _small(self, path: Path, image_id: str, folder: str, side: int) -> str:
         from PIL import Image
 
-        target = self.outbox / folder / f"{record.id}.webp"
+        target = self.outbox / folder / f"{image_id}.webp"
         if target.is_file():
             return str(target)
         try:
-            with Image.open(record.path) as im:
+            with Image.open(path) as im:
                 im.load()
                 im.thumbnail((side, side))
-                tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-                im.save(tmp, format="WEBP", quality=88)
-            os.replace(tmp, target)
+                with atomic_write(target, ".webp") as f:
+                    im.save(f, format="WEBP", quality=88)
             return str(target)
         except OSError:
-            return str(self.download(record))
+            return self._copy(path, image_id, "qwen-image.png")
 
     def download(self, record, name: str | None = None) -> str:
         """The full-resolution PNG (with its metadata chunks) under a readable name."""
-        folder = self.outbox / "downloads" / record.id
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / (name or f"qwen-image-{record.seed}.png")
+        return self._copy(record.path, record.id, name or f"qwen-image-{record.seed}.png")
+
+    def _copy(self, path: Path, image_id: str, name: str) -> str:
+        target = self.outbox / "downloads" / image_id / name
         if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(record.path, target)
+                os.link(path, target)
             except OSError:
-                shutil.copyfile(record.path, target)
+                atomic_copy(path, target)
         return str(target)
 
     def download_url(self, record, name: str | None = None) -> str:

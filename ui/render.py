@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import re
 
-STILL_RUNNING = "That image is still being made; try again once it appears."
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
@@ -128,18 +127,8 @@ def selected_line(conversation, turn_id: str | None, branch_image_id: str | None
         src = next((i for i, t in enumerate(turns, 1) if any(o.id == branch_image_id for o in t.outputs)), None)
         text += f" · next message edits the image of **#{src}**" if src else " · next message edits the chosen image"
     else:
-        latest = next((i for i in range(len(turns), 0, -1) if turns[i - 1].outputs), None)
-        if latest:
-            text += f" · next message edits the image of **#{latest}**"
+        latest = conversation.latest_output()
+        if latest is not None:
+            src = next(i for i, t in enumerate(turns, 1) if t.id == latest.turn_id)
+            text += f" · next message edits the image of **#{src}**"
     return text
-
-
-def conversation_choices(summaries) -> list[tuple[str, str]]:
-    """(label, id) pairs for the sidebar, newest first."""
-    out = []
-    for s in summaries:
-        title = (s.title or "Untitled").replace("\n", " ")
-        if len(title) > 48:
-            title = title[:47] + "…"
-        out.append((f"{title}  ·  {s.turn_count}", s.id))
-    return out

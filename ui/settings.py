@@ -1,44 +1,38 @@
-"""The settings panel: its components (defaults from the model's registry entry) and turning values into a request."""
+"""The settings panel, declared once: one row per field (its label, component and the backend setting it needs).
+
+Every tab builds its panel from ``FIELDS``; the values reach handlers as keyword arguments named after the fields
+(``inputs_kwargs``), which are also the API's parameter names, and become a ``TurnSettings``. Defaults come from the
+model's registry entry (``TurnSettings.defaults``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
 
-from qwen_image.requests import SEED_MAX, GenerationRequest
+from conversations.settings import AUTO, MATCH, TurnSettings
+from qwen_image.backend import Capabilities
+from qwen_image.generation import SEED_MAX
+from qwen_image.registry import ModelSpec
 from qwen_image.sizes import size_for
 
-AUTO = "auto"
+from .context import QUICK
 
 
-@dataclass(frozen=True)
-class PanelValues:
-    ratio: str
-    tier: str
-    steps: int
-    cfg: float
-    negative: str
-    seed: float | None
-    randomize: bool
-    num_images: int
-    transparent: bool
-
-    @classmethod
-    def from_inputs(cls, values) -> PanelValues:
-        return cls(*values)
-
-
-def ratio_choices(spec, with_auto: bool = True) -> list[tuple[str, str]]:
-    out = [("Auto (input image's shape, else 1:1)", AUTO)] if with_auto else []
+def ratio_choices(spec: ModelSpec, first: str | None = AUTO, sized: bool = True) -> list[tuple[str, str]]:
+    """(label, value) pairs: an optional first choice (AUTO or MATCH), then each ratio with its default-tier size."""
+    out = {AUTO: [("Auto (input image's shape, else 1:1)", AUTO)], MATCH: [("Follow the reference above", MATCH)]}
+    choices = out.get(first, [])
     for ratio in spec.ratios:
         w, h = size_for(spec, ratio, spec.default_tier)
-        out.append((f"{ratio} · {w}×{h}", ratio))
-    return out
+        choices.append((f"{ratio} · {w}×{h}" if sized else ratio, ratio))
+    return choices
 
 
-def size_note(spec, ratio: str, tier: str) -> str:
-    if ratio == AUTO or ratio not in spec.ratios or tier not in spec.tier_names:
+def size_note(spec: ModelSpec, ratio: str, tier: str) -> str:
+    if ratio not in spec.ratios or tier not in spec.tier_names:
         return (
             f"Output about {dict(spec.tiers).get(tier, 0)}² pixels, shaped like the image being edited (1:1 otherwise)."
         )
@@ -46,105 +40,94 @@ def size_note(spec, ratio: str, tier: str) -> str:
     return f"Output size: **{w}×{h}**"
 
 
-def build_panel(spec, with_auto: bool = True, show_ratio: bool = True):
-    """Components of the settings panel, in the order of PanelValues."""
-    ratio = gr.Dropdown(
-        ratio_choices(spec, with_auto), value=AUTO if with_auto else "1:1", label="Aspect ratio", visible=show_ratio
-    )
-    tier = gr.Radio(list(spec.tier_names), value=spec.default_tier, label="Resolution")
-    size = gr.Markdown(size_note(spec, AUTO if with_auto else "1:1", spec.default_tier), visible=show_ratio)
+@dataclass(frozen=True)
+class Field:
+    name: str  # a TurnSettings field: the handler's keyword and the API parameter name
+    setting: str  # the GenerationRequest setting it feeds (hidden when the backend does not take it)
+    make: Callable[[ModelSpec, TurnSettings, str], gr.components.Component]  # (spec, defaults, first ratio)
+
+
+def _ratio(spec, d, first):
+    return gr.Dropdown(ratio_choices(spec, first, sized=first != MATCH), value=d.ratio, label="Aspect ratio")
+
+
+def _steps(spec, d, first):
     fixed = spec.sigmas is not None
-    steps = gr.Slider(
-        1,
-        100,
-        value=spec.steps,
-        step=1,
-        label="Steps",
-        interactive=not fixed,
-        info="fixed by this model's schedule" if fixed else None,
-    )
-    cfg = gr.Slider(1.0, 10.0, value=spec.true_cfg, step=0.5, label="True CFG (1 = off)", visible=spec.allow_cfg)
-    negative = gr.Textbox(
-        value=spec.negative_prompt.strip(),
-        label="Negative prompt",
-        lines=1,
-        visible=spec.true_cfg > 1,
-        placeholder="what to steer away from",
-        max_length=4000,
-    )
-    seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-    randomize = gr.Checkbox(value=True, label="Random seed each time")
-    num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
-    transparent = gr.Checkbox(value=False, label="Transparent background", visible=spec.transparent)
-    ratio.change(lambda r, t: size_note(spec, r, t), [ratio, tier], size, api_visibility="private", queue=False)
-    tier.change(lambda r, t: size_note(spec, r, t), [ratio, tier], size, api_visibility="private", queue=False)
-    cfg.change(lambda c: gr.update(visible=c > 1), cfg, negative, api_visibility="private", queue=False)
-    return [ratio, tier, steps, cfg, negative, seed, randomize, num_images, transparent]
+    info = "fixed by this model's schedule" if fixed else None
+    return gr.Slider(1, 100, value=d.steps, step=1, label="Steps", interactive=not fixed, info=info)
 
 
-def to_request(
-    spec, prompt, images: list, v: PanelValues, match_reference: int | None = None, size: tuple | None = None
-) -> GenerationRequest:
-    """A request from the panel's values; ``images`` are PIL references (the edited image first); ``size`` is an
-    explicit (width, height) that replaces the ratio and tier."""
-    ratio = None if v.ratio in (AUTO, None, "") else v.ratio
-    if ratio is None and not images and match_reference is None:
-        ratio = "1:1"
-    if match_reference is not None or size is not None:
-        ratio = None
-    cfg = float(v.cfg) if v.cfg is not None else None
-    negative = v.negative if cfg is not None and cfg > 1 else None
-    seed = None if v.randomize or v.seed is None else v.seed
-    return GenerationRequest(
-        prompt=prompt if isinstance(prompt, str) else "",
-        negative_prompt=negative,
-        images=tuple(images),
-        aspect_ratio=ratio,
-        width=size[0] if size else None,
-        height=size[1] if size else None,
-        tier=v.tier,
-        match_reference=match_reference,
-        steps=None if spec.sigmas else v.steps,
-        true_cfg=cfg,
-        seed=seed,
-        num_images=v.num_images,
-        transparent=bool(v.transparent) and spec.transparent,
-    )
+FIELDS = (
+    Field("ratio", "aspect_ratio", _ratio),
+    Field("tier", "tier", lambda spec, d, first: gr.Radio(list(spec.tier_names), value=d.tier, label="Resolution")),
+    Field("steps", "steps", _steps),
+    Field(
+        "cfg",
+        "true_cfg",
+        lambda spec, d, first: gr.Slider(
+            1.0, 10.0, value=d.cfg, step=0.5, label="True CFG (1 = off)", visible=spec.allow_cfg
+        ),
+    ),
+    Field(
+        "negative",
+        "negative_prompt",
+        lambda spec, d, first: gr.Textbox(
+            value=d.negative,
+            label="Negative prompt",
+            lines=1,
+            visible=spec.true_cfg > 1,
+            placeholder="what to steer away from",
+            max_length=4000,
+        ),
+    ),
+    Field(
+        "seed",
+        "seed",
+        lambda spec, d, first: gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX),
+    ),
+    Field("randomize", "seed", lambda spec, d, first: gr.Checkbox(value=d.randomize, label="Random seed each time")),
+    Field(
+        "num_images", "num_images", lambda spec, d, first: gr.Slider(1, 4, value=d.num_images, step=1, label="Images")
+    ),
+    Field(
+        "transparent",
+        "transparent",
+        lambda spec, d, first: gr.Checkbox(
+            value=d.transparent, label="Transparent background", visible=spec.transparent
+        ),
+    ),
+)
+assert tuple(f.name for f in FIELDS) == TurnSettings.names(), "every TurnSettings field has one row in FIELDS"
 
 
-def request_from_settings(prompt: str, settings: dict, images: list, new_seed: bool = True) -> GenerationRequest:
-    """Re-run a stored turn: the same prompt, size and settings (a new seed unless told otherwise)."""
-    cfg = settings.get("true_cfg")
-    neg = settings.get("negative_prompt") or None
-    return GenerationRequest(
-        prompt=prompt,
-        negative_prompt=neg if cfg and cfg > 1 else None,
-        images=tuple(images),
-        width=settings.get("width"),
-        height=settings.get("height"),
-        steps=None if settings.get("sigmas") else settings.get("steps"),
-        true_cfg=cfg,
-        seed=None if new_seed else settings.get("seed"),
-        num_images=settings.get("num_images", 1),
-        transparent=bool(settings.get("transparent")),
-        reference_resolution=settings.get("reference_resolution"),
-    )
+class Panel:
+    """The components of one settings panel, by field name, and the way back from stored settings."""
 
+    def __init__(self, spec: ModelSpec, capabilities: Capabilities, first_ratio: str = AUTO):
+        """``first_ratio``: AUTO (chat), MATCH (Edit tab: follow a reference) or "" (Generate: ratios only)."""
+        self.spec = spec
+        defaults = TurnSettings.defaults(spec, first_ratio or "1:1")
+        self.components: dict[str, gr.components.Component] = {}
+        for f in FIELDS:
+            component = f.make(spec, defaults, first_ratio)
+            if not capabilities.accepts(f.setting):
+                component.visible = False
+            self.components[f.name] = component
+            if f.name == "tier":  # the exact size, under the resolution
+                size = gr.Markdown(size_note(spec, defaults.ratio, defaults.tier), visible=first_ratio != MATCH)
+        ratio, tier, cfg = (self.components[k] for k in ("ratio", "tier", "cfg"))
+        note = {"fn": lambda r, t: size_note(spec, r, t), "inputs": [ratio, tier], "outputs": size, **QUICK}
+        ratio.change(**note)
+        tier.change(**note)
+        cfg.change(lambda c: gr.update(visible=c > 1), cfg, self.components["negative"], **QUICK)
 
-def panel_updates(spec, settings: dict) -> list:
-    """Values that refill the panel from stored settings (Reuse settings)."""
-    ratio = settings.get("aspect_ratio") if settings.get("aspect_ratio") in spec.ratios else AUTO
-    tier = settings.get("tier") if settings.get("tier") in spec.tier_names else spec.default_tier
-    cfg = settings.get("true_cfg", spec.true_cfg) or 1.0
-    seed = settings.get("seed")
-    return [
-        ratio,
-        tier,
-        int(settings.get("steps") or spec.steps),
-        float(cfg),
-        gr.update(value=(settings.get("negative_prompt") or "").strip(), visible=cfg > 1),
-        seed if isinstance(seed, int) else 0,
-        not isinstance(seed, int),
-        int(settings.get("num_images") or 1),
-        bool(settings.get("transparent")) and spec.transparent,
-    ]
+    @property
+    def outputs(self) -> list:
+        return list(self.components.values())
+
+    def updates(self, settings: TurnSettings) -> list:
+        """Values for ``outputs`` (the negative prompt shown when CFG is on)."""
+        values = [getattr(settings, name) for name in self.components]
+        cfg = settings.cfg or 1.0
+        values[list(self.components).index("negative")] = gr.update(value=settings.negative, visible=cfg > 1)
+        return values

@@ -7,10 +7,56 @@ from pathlib import Path
 
 import gradio as gr
 
-from qwen_image.archive import export_conversation, import_conversation
-from qwen_image.metadata import read_settings
+from conversations.archive import export_conversation, import_conversation
 
-from .context import AppContext, user_error
+from .chat import ChatHandlers
+from .context import PRIVATE, QUICK, AppContext, user_error
+
+
+@dataclass(frozen=True)
+class SidebarTab:
+    new: gr.Button
+    search: gr.Textbox
+    gallery: gr.Gallery
+    rename_box: gr.Textbox
+    rename: gr.Button
+    delete: gr.Button
+    confirm: gr.Button
+    export: gr.Button
+    export_file: gr.File
+    import_zip: gr.UploadButton
+    ids: gr.State  # the conversation id of each gallery item
+
+    @property
+    def view(self) -> list:
+        """The outputs of ``sidebar_view``."""
+        return [self.gallery, self.ids]
+
+
+def layout() -> SidebarTab:
+    with gr.Column(scale=1, min_width=220, elem_id="qic-sidebar"):
+        new = gr.Button("+ New chat", variant="primary")
+        search = gr.Textbox(placeholder="Search prompts…", show_label=False, max_length=200)
+        gallery = gr.Gallery(
+            label="Conversations",
+            elem_id="qic-convs",
+            columns=2,
+            height=420,
+            allow_preview=False,
+            show_label=True,
+            object_fit="cover",
+        )
+        with gr.Accordion("Manage", open=False):
+            rename_box = gr.Textbox(label="New title", max_length=200)
+            rename = gr.Button("Rename", size="sm")
+            delete = gr.Button("Delete conversation", size="sm", variant="stop")
+            confirm = gr.Button("Really delete it and its images", size="sm", variant="stop", visible=False)
+            export = gr.Button("Export as .zip", size="sm")
+            export_file = gr.File(label="Export", interactive=False)
+            import_zip = gr.UploadButton("Import .zip", file_types=[".zip"], size="sm")
+    return SidebarTab(
+        new, search, gallery, rename_box, rename, delete, confirm, export, export_file, import_zip, gr.State([])
+    )
 
 
 def _placeholder(outbox: Path) -> str:
@@ -23,38 +69,30 @@ def _placeholder(outbox: Path) -> str:
     return str(path)
 
 
-def sidebar_view(ctx: AppContext, owner: str, query: str | None = None):
+def sidebar_view(ctx: AppContext, owner: str, query: str | None = None) -> tuple[list, list]:
     """(gallery items, conversation ids) for the owner, newest first."""
     summaries = ctx.store.list_conversations(owner, query=(query or "").strip() or None)
     placeholder = _placeholder(ctx.media.outbox)
     items, ids = [], []
     for s in summaries:
-        thumb = placeholder
-        if s.thumbnail is not None:
-            thumb = ctx.media.thumbnail(_Thumb(s.thumbnail))
+        thumb = ctx.media.thumbnail(s.thumbnail) if s.thumbnail is not None else placeholder
         title = (s.title or "Untitled").replace("\n", " ")
         items.append((thumb, title if len(title) <= 60 else title[:59] + "…"))
         ids.append(s.id)
     return items, ids
 
 
-@dataclass(frozen=True)
-class _Thumb:
-    """Just enough of an image record for Media.preview."""
+def refresh_event(ctx: AppContext, tab: SidebarTab, owner: gr.State) -> dict:
+    """A private event (for ``.then(**refresh)``) that redraws the sidebar after a turn."""
 
-    path: Path
+    def refresh(own):
+        return sidebar_view(ctx, own) if own else (gr.skip(), gr.skip())
 
-    @property
-    def id(self) -> str:
-        return Path(self.path).stem
-
-    @property
-    def seed(self):
-        return 0
+    return {"fn": refresh, "inputs": [owner], "outputs": tab.view, **PRIVATE}
 
 
 class SidebarHandlers:
-    def __init__(self, ctx: AppContext, chat):
+    def __init__(self, ctx: AppContext, chat: ChatHandlers):
         self.ctx = ctx
         self.chat = chat
 
@@ -85,7 +123,7 @@ class SidebarHandlers:
             raise gr.Error("This conversation has a running job; stop it first.")
         if not self.ctx.store.delete_conversation(owner, conv_id):
             raise gr.Error("No such conversation.")
-        return (*self.chat.view(owner, None, None, None), *sidebar_view(self.ctx, owner))
+        return (*self.chat.view(owner, None), *sidebar_view(self.ctx, owner))
 
     def export(self, owner_state, conv_id, request: gr.Request = None):
         owner = self.ctx.owner(owner_state, request)
@@ -104,20 +142,23 @@ class SidebarHandlers:
             conv_id = import_conversation(self.ctx.store, owner, Path(path))
         except Exception as exc:
             raise user_error(exc) from None
-        return (*self.chat.view(owner, conv_id, None, None), *sidebar_view(self.ctx, owner), owner)
+        return (*self.chat.view(owner, conv_id), *sidebar_view(self.ctx, owner), owner)
 
-    def reuse_from_png(self, file, owner_state, request: gr.Request = None):
-        """Settings from an uploaded PNG made by this app or carrying an A1111 ``parameters`` chunk."""
-        from PIL import Image
 
-        path = getattr(file, "name", None) or (file if isinstance(file, str) else None)
-        if not path:
-            raise gr.Error("Choose a PNG first.")
-        try:
-            with Image.open(path) as im:
-                settings = read_settings(im)
-        except Exception:
-            raise gr.Error("That file is not a readable image.") from None
-        if not settings:
-            raise gr.Error("This image carries no generation settings (no parameters chunk).")
-        return settings
+def wire(ctx: AppContext, tab: SidebarTab, owner: gr.State, chat: ChatHandlers, chat_view: list, conv: gr.State):
+    """The sidebar's events; opening, deleting or importing shows the result in the chat (``chat_view``)."""
+    side = SidebarHandlers(ctx, chat)
+    tab.new.click(chat.new_chat, [owner], [*chat_view, owner], api_name="new_chat")
+    tab.gallery.select(side.open_selected, [tab.ids, owner], [*chat_view, owner], **PRIVATE)
+    tab.search.submit(side.search, [tab.search, owner], [*tab.view, owner], api_name="search_conversations")
+    tab.rename.click(
+        side.rename, [tab.rename_box, owner, conv], [*tab.view, tab.rename_box], api_name="rename_conversation"
+    )
+    tab.delete.click(lambda: gr.update(visible=True), None, tab.confirm, **QUICK)
+    tab.confirm.click(side.delete, [owner, conv], [*chat_view, *tab.view], api_name="delete_conversation").then(
+        lambda: gr.update(visible=False), None, tab.confirm, **QUICK
+    )
+    tab.export.click(side.export, [owner, conv], tab.export_file, api_name="export_conversation")
+    tab.import_zip.upload(
+        side.import_zip, [tab.import_zip, owner], [*chat_view, *tab.view, owner], api_name="import_conversation"
+    )

@@ -48,6 +48,7 @@ class GenerationRequest:
     num_images: int = 1
     transparent: bool = False
     reference_resolution: int | None = None
+    marked: bool = False  # the first reference carries the user's red marks: change only that area
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class ResolvedRequest:
     sigmas: tuple | None = None
     aspect_ratio: str | None = None
     tier: str | None = None
+    marked: bool = False
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -96,6 +98,7 @@ class ResolvedRequest:
             "reference_resolution": self.reference_resolution,
             "references": len(self.images),
             "sigmas": list(self.sigmas) if self.sigmas else None,
+            "marked": self.marked,
         }
 
 
@@ -266,6 +269,11 @@ def resolve(
     if req.transparent and not spec.transparent:
         raise ValidationError(f"{spec.label} cannot make transparent images; use Qwen-Image-2.1.", "transparent")
 
+    if not isinstance(req.marked, bool):
+        raise ValidationError("Marked must be true or false.", "marked")
+    if req.marked and not images:
+        raise ValidationError("Marks need a reference image to be drawn on.", "marked")
+
     ref_res = spec.reference_resolution if req.reference_resolution is None else req.reference_resolution
     ref_res = _int(ref_res, "Reference resolution", spec.min_side, spec.max_reference_resolution)
     ref_res = sizes.snap(ref_res, 32)
@@ -288,4 +296,5 @@ def resolve(
         sigmas=spec.sigmas,
         aspect_ratio=ratio,
         tier=tier,
+        marked=req.marked,
     )

@@ -1,8 +1,12 @@
 """Server-owned generation jobs: they outlive the browser connection that asked for them.
 
 A job is recorded as a running turn in the store before it is queued; one worker thread runs jobs in order through
-the engine; the result (or the failure, or the cancellation) is written into the turn. A page that reloads finds the
-job again with ``active()`` and follows it with ``follow()``. Only the owner of a job can see or cancel it.
+the backend (``qwen_image.backend.Backend``); the result (or the failure, or the cancellation) is written into the
+turn. A page that reloads finds the job again with ``active()`` and follows it with ``watch()``. Only the owner of a
+job can see or cancel it.
+
+Where GPU time is handed out per call (Hugging Face ZeroGPU), there is no worker: ``gpu_slot`` wraps the job runner,
+and ``watch()`` runs the job inside the caller's slot.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from .engine import Cancelled, EngineError, Progress
-from .requests import ResolvedRequest, ValidationError
+from qwen_image.backend import Backend, BackendError, Cancelled, Progress
+from qwen_image.generation import ResolvedRequest, ValidationError
+
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +55,10 @@ class JobSnapshot:
 @dataclass
 class _Job:
     snapshot: JobSnapshot
-    request: object  # ResolvedRequest
+    request: ResolvedRequest
     settings: dict
     cancel: threading.Event
+    claimed: bool = False  # ZeroGPU: a watcher is running it
 
 
 class RateLimiter:
@@ -76,8 +84,19 @@ class RateLimiter:
 
 
 class JobManager:
-    def __init__(self, engine, store, max_queue: int = 32, rate_limit: int = 0, start_worker: bool = True):
-        self.engine = engine
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        max_queue: int = 32,
+        rate_limit: int = 0,
+        workers: int = 1,
+        gpu_slot: Callable[[Callable, Callable], Callable] | None = None,
+    ):
+        """``workers``: jobs run at once (the backend's ``capabilities.concurrent_jobs``). ``gpu_slot(run, estimate)``
+        (ZeroGPU): wraps ``run(job_id)`` so that it runs in a GPU slot sized by ``estimate(job_id)`` seconds; jobs then
+        run in ``watch()`` instead of worker threads."""
+        self.backend = backend
         self.store = store
         self.max_queue = max_queue
         self.limiter = RateLimiter(rate_limit)
@@ -85,10 +104,10 @@ class JobManager:
         self._order: list[str] = []  # queued job ids, oldest first
         self._queue: queue.Queue = queue.Queue()
         self._changed = threading.Condition()
-        self._worker = None
-        if start_worker:
-            self._worker = threading.Thread(target=self._work, name="jobs", daemon=True)
-            self._worker.start()
+        self._in_slot = gpu_slot(self.run_streaming, self.estimate_seconds) if gpu_slot else None
+        self._workers = 0 if gpu_slot else max(1, workers)
+        for i in range(self._workers):
+            threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True).start()
 
     # -- submitting ---------------------------------------------------------------------------------------------
     def submit(
@@ -102,7 +121,7 @@ class JobManager:
         """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
         its limits.
 
-        ``resolved`` comes from ``engine.resolve``, which callers run first so that nothing is stored for an invalid
+        ``resolved`` comes from ``backend.resolve``, which callers run first so that nothing is stored for an invalid
         request.
         """
         with self._changed:
@@ -187,6 +206,23 @@ class JobManager:
                 if self.get(owner, job_id) == snap:
                     self._changed.wait(wait)
 
+    def watch(self, owner: str, job_id: str) -> Iterator[JobSnapshot]:
+        """The owner's job as it changes, ending with its final snapshot; under ZeroGPU the first watcher runs it."""
+        if self._in_slot is not None and self.get(owner, job_id) is not None and self._claim(job_id):
+            return self._in_slot(job_id)
+        return self.follow(owner, job_id)
+
+    def _claim(self, job_id: str) -> bool:
+        with self._changed:
+            job = self._jobs[job_id]
+            claimed, job.claimed = job.claimed, True
+        return not claimed
+
+    def estimate_seconds(self, job_id: str) -> float:
+        """The backend's estimate of a job's run time (0 for an unknown job)."""
+        job = self._jobs.get(job_id)
+        return 0.0 if job is None else self.backend.estimate_seconds(job.request)
+
     def cancel(self, owner: str, job_id: str | None = None, conversation_id: str | None = None) -> int:
         """Stop the owner's job (or all of the owner's jobs in a conversation); returns how many were signalled."""
         count = 0
@@ -236,10 +272,10 @@ class JobManager:
             self._update(job, progress=p)
 
         try:
-            result = self.engine.generate(job.request, on_progress=on_progress, cancel=job.cancel)
+            result = self.backend.generate(job.request, on_progress=on_progress, cancel=job.cancel)
         except Cancelled:
             return self._finish(job, "cancelled", "stopped")
-        except (ValidationError, EngineError) as exc:
+        except (ValidationError, BackendError) as exc:
             return self._finish(job, "failed", str(exc))
         except Exception as exc:
             log.exception("job %s failed", job_id)
@@ -285,4 +321,5 @@ class JobManager:
                 del self._jobs[jid]
 
     def shutdown(self) -> None:
-        self._queue.put(None)
+        for _ in range(self._workers):
+            self._queue.put(None)

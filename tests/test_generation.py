@@ -1,4 +1,4 @@
-"""Validation of generation requests (qwen_image.requests.resolve): every error a user can cause, and defaults."""
+"""Validation of generation requests (qwen_image.generation.resolve): every error a user can cause, and defaults."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from qwen_image.registry import load_registry
-from qwen_image.requests import (
+from qwen_image.generation import (
     MAX_PROMPT_TOKENS,
     SEED_MAX,
     GenerationRequest,
@@ -16,6 +15,7 @@ from qwen_image.requests import (
     ValidationError,
     resolve,
 )
+from qwen_image.registry import load_registry
 
 REG = load_registry()
 
@@ -155,6 +155,9 @@ ERRORS = [
     ),
     ("transparent on 20B", "qwen-image", dict(prompt="a fox", transparent=True), "use Qwen-Image-2.1", "transparent"),
     ("transparent not bool", "tiny", dict(prompt="a fox", transparent="yes"), "must be true or false", "transparent"),
+    # red marks on the first reference
+    ("marked without images", "tiny", dict(prompt="a fox", marked=True), "need a reference image", "marked"),
+    ("marked not bool", "tiny", dict(prompt="a fox", images=(img(),), marked=1), "must be true or false", "marked"),
     # reference resolution
     ("reference res low", "tiny", dict(prompt="a fox", reference_resolution=16), "between 32 and 256 (got 16)", None),
     ("reference res high", "tiny", dict(prompt="a fox", reference_resolution=512), "between 32 and 256", None),
@@ -353,7 +356,7 @@ def test_explicit_size_is_snapped():
 def test_ratio_and_tier():
     spec = REG.get("tiny")
     r = resolve(GenerationRequest(prompt="a fox", aspect_ratio="16:9", tier="2K"), spec)
-    assert (r.width, r.height) == spec.native_size("16:9")
+    assert (r.width, r.height) == dict(spec.sizes)["16:9"]
     assert r.aspect_ratio == "16:9" and r.tier == "2K"
 
 

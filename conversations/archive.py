@@ -17,9 +17,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write
-from .images import MAX_FILE_BYTES, MAX_PIXELS
-from .requests import MAX_TEXT_CHARS, ValidationError
+from qwen_image.atomic import atomic_write
+from qwen_image.generation import MAX_TEXT_CHARS, ValidationError
+from qwen_image.images import MAX_FILE_BYTES, MAX_PIXELS
+
 from .store_schema import ERROR_MAX, KINDS, MAX_INPUTS, STATUSES, TITLE_MAX, Conversation, valid_seed
 
 FORMAT = "qwen-image-chat/conversation"

@@ -16,8 +16,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from qwen_image.atomic import atomic_copy
+from qwen_image.metadata import image_settings, save_png
+
 from . import store_schema as schema
-from .metadata import image_settings, save_png
 from .store_schema import INTERRUPTED, Conversation, ConversationSummary, ImageRecord, Turn
 
 __all__ = ["INTERRUPTED", "Conversation", "ConversationSummary", "ImageRecord", "Store", "Turn"]
@@ -244,18 +246,6 @@ class Store:
         record = schema.image_record(self._root, row)
         return record if record.path.is_file() else None
 
-    def latest_output(self, owner: str, conv_id: str) -> ImageRecord | None:
-        """The first image of the last turn that made images."""
-        with self._tx(write=False) as conn:
-            if self._conversation_row(conn, owner, conv_id) is None:
-                return None
-            sql = (
-                "SELECT i.* FROM images i JOIN turns t ON t.id = i.turn_id WHERE i.conversation_id = ? "
-                "AND i.owner_id = ? AND i.role = 'output' ORDER BY t.position DESC, i.position LIMIT 1"
-            )
-            row = conn.execute(sql, (conv_id, owner)).fetchone()
-        return schema.image_record(self._root, row) if row is not None else None
-
     # -- turns ----------------------------------------------------------------------------------------------------
 
     def get_turn(self, owner: str, turn_id: str) -> Turn | None:
@@ -336,7 +326,7 @@ class Store:
         source = self._root / row["relpath"]
         if not (schema.valid_relpath(row["relpath"]) and source.is_file()):
             raise ValueError("Unknown input image: it does not exist or belongs to someone else.")
-        schema.copy_file(source, self._root / relpath)
+        atomic_copy(source, self._root / relpath)
         copied.append(relpath)
         sql = "SELECT COALESCE(MAX(position) + 1, 0) FROM images WHERE conversation_id = ? AND turn_id IS NULL"
         position = conn.execute(sql, (conv_id,)).fetchone()[0]

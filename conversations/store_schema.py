@@ -11,21 +11,19 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .atomic import atomic_write
-from .metadata import JSON_KEY
+from qwen_image.atomic import atomic_write
+from qwen_image.metadata import JSON_KEY
 
 DB_NAME = "history.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 KINDS = ("generate", "edit")
 STATUSES = ("running", "done", "failed", "cancelled")
-ROLES = ("output", "input")
 UNTITLED = "New conversation"
 TITLE_MAX = 200
 AUTO_TITLE_MAX = 60
@@ -296,6 +294,13 @@ class Conversation:
     turns: tuple[Turn, ...] = ()
     custom_title: str | None = None  # the name given by the user; None while the title is automatic
 
+    def latest_output(self) -> ImageRecord | None:
+        """The first image of the last turn that made images: what a follow-up message edits."""
+        for turn in reversed(self.turns):
+            if turn.outputs:
+                return turn.outputs[0]
+        return None
+
 
 @dataclass(frozen=True)
 class ConversationSummary:
@@ -355,44 +360,18 @@ def save_plain_png(image, path: Path) -> None:
         image.save(f, format="PNG", pnginfo=info)
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    with atomic_write(dst, ".png") as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f)
+def _from_row(cls, row, **computed):
+    """A record whose fields are the row's columns of the same names, plus the ``computed`` ones."""
+    return cls(**{f.name: row[f.name] for f in fields(cls) if f.name not in computed}, **computed)
 
 
 def image_record(root: Path, row) -> ImageRecord:
-    return ImageRecord(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        turn_id=row["turn_id"],
-        role=row["role"],
-        path=root / row["relpath"],
-        width=row["width"],
-        height=row["height"],
-        mode=row["mode"],
-        seed=row["seed"],
-        position=row["position"],
-    )
+    return _from_row(ImageRecord, row, path=root / row["relpath"])
 
 
 def turn_record(row, inputs, outputs) -> Turn:
-    return Turn(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        position=row["position"],
-        kind=row["kind"],
-        prompt=row["prompt"],
-        settings=loads_dict(row["settings_json"]),
-        seed=row["seed"],
-        status=row["status"],
-        error=row["error"],
-        job_id=row["job_id"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
-        timings=loads_dict(row["timings_json"]),
-        inputs=tuple(inputs),
-        outputs=tuple(outputs),
-    )
+    settings, timings = loads_dict(row["settings_json"]), loads_dict(row["timings_json"])
+    return _from_row(Turn, row, settings=settings, timings=timings, inputs=tuple(inputs), outputs=tuple(outputs))
 
 
 def image_files(root: Path) -> list[Path]:

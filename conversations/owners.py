@@ -105,3 +105,33 @@ class OwnerTokens:
 
     def user_owner(self, username: str) -> str:
         return user_owner(username)
+
+
+class Owners:
+    """Who is asking: the logged-in user, or the anonymous owner a browser or session holds; always recorded."""
+
+    def __init__(self, tokens: OwnerTokens, store):
+        self.tokens = tokens
+        self.store = store
+
+    def current(self, owner_state, username: str | None = None) -> str:
+        """The caller's owner id: the logged-in user, else this session's anonymous owner, else a new one."""
+        if username:
+            owner = self.tokens.user_owner(username)
+        elif isinstance(owner_state, str) and owner_state.startswith("anon-"):
+            owner = owner_state
+        else:
+            owner = self.tokens.verify(self.tokens.new_token())
+        self.store.ensure_owner(owner)
+        return owner
+
+    def restore(self, token, username: str | None = None) -> tuple[str, str | None]:
+        """Owner and (new) browser token from the value kept in the browser; anything invalid starts afresh."""
+        if username:
+            return self.current(None, username), None
+        owner = self.tokens.verify(token) if isinstance(token, str) else None
+        if owner is None:
+            token = self.tokens.new_token()
+            owner = self.tokens.verify(token)
+        self.store.ensure_owner(owner)
+        return owner, token

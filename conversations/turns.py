@@ -1,0 +1,135 @@
+"""The turn service: the one way a turn starts, whoever asks (chat, regenerate, branch, Generate, Edit, an API).
+
+Starting a turn means: line up the input images, validate the request with the backend (nothing is stored for an
+invalid one), create the conversation if there is none, store the new uploads, and queue the job. The input images
+travel as one list of ``TurnImage`` (an image and its stored id, or no id for a new upload), in the order the
+prompt names them (``<image1>`` first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from qwen_image.backend import Backend
+from qwen_image.generation import GenerationRequest, ValidationError
+from qwen_image.images import ImageInputError, open_image
+
+from .jobs import JobManager, JobSnapshot
+from .settings import stored_request
+from .store import ImageRecord, Store
+
+STILL_RUNNING = "That image is still being made; try again once it appears."
+
+
+@dataclass(frozen=True)
+class TurnImage:
+    image: object  # PIL image, checked (qwen_image.images.open_image)
+    id: str | None = None  # the stored image's id; None for a new upload, stored once the request is valid
+
+
+class TurnService:
+    def __init__(self, backend: Backend, store: Store, jobs: JobManager):
+        self.backend = backend
+        self.store = store
+        self.jobs = jobs
+
+    # -- input images ---------------------------------------------------------------------------------------------
+    def uploads(self, files) -> list[TurnImage]:
+        """Checked images from uploaded files (paths, or dicts / objects with a ``path``), not stored yet."""
+        images = []
+        for i, f in enumerate(files or [], 1):
+            path = f.get("path") if isinstance(f, dict) else getattr(f, "path", f)
+            if not isinstance(path, (str, Path)):
+                raise ImageInputError(f"attachment {i} is not a file")
+            images.append(TurnImage(open_image(path, keep_alpha=self.backend.spec.transparent, name=f"attachment {i}")))
+        return images
+
+    def stored(self, owner: str, image_ids: Sequence[str]) -> list[TurnImage]:
+        """The owner's stored images, opened."""
+        from PIL import Image
+
+        out = []
+        for image_id in image_ids:
+            rec = self.store.get_image(owner, image_id)
+            if rec is None:
+                raise ValidationError("That image is no longer available.")
+            with Image.open(rec.path) as im:
+                im.load()
+                out.append(TurnImage(im.convert("RGBA") if im.mode == "RGBA" else im.convert("RGB"), image_id))
+        return out
+
+    def result_image(self, owner: str, turn_id: str | None) -> ImageRecord:
+        """The first image a turn made (to edit next, or to send elsewhere), or a message saying why there is none."""
+        turn = self.store.get_turn(owner, turn_id) if turn_id else None
+        if turn is not None and turn.status == "running":
+            raise ValidationError(STILL_RUNNING)
+        if turn is None or not turn.outputs:
+            raise ValidationError("Select a turn that has an image first.")
+        return turn.outputs[0]
+
+    # -- starting turns -------------------------------------------------------------------------------------------
+    def start(
+        self,
+        owner: str,
+        conversation_id: str | None,
+        request: GenerationRequest,
+        inputs: Sequence[TurnImage] = (),
+        label: str | None = None,
+    ) -> JobSnapshot:
+        """Start a turn in the owner's conversation (a new one when None or gone); returns the queued job.
+
+        ``request`` carries no images: ``inputs`` become its references, in order. ``label`` is the prompt shown in
+        the conversation (the request's prompt by default). Raises ValidationError (Busy included) with a message for
+        the user; nothing stays behind from a turn that could not start in a conversation it created.
+        """
+        resolved = self.backend.resolve(replace(request, images=tuple(i.image for i in inputs)))
+        if conversation_id is not None and self.store.get_conversation(owner, conversation_id) is None:
+            conversation_id = None
+        created = conversation_id is None
+        if created:
+            conversation_id = self.store.create_conversation(owner)
+            if conversation_id is None:
+                raise ValidationError("This session is not valid any more; reload the page.")
+        try:
+            ids = [i.id or self._keep(owner, conversation_id, i.image) for i in inputs]
+            text = label if label is not None else request.prompt
+            return self.jobs.submit(owner, conversation_id, resolved, ids, text.strip())
+        except BaseException:
+            if created:
+                self.store.delete_conversation(owner, conversation_id)
+            raise
+
+    def _keep(self, owner: str, conversation_id: str, image) -> str:
+        record = self.store.add_input_image(owner, conversation_id, image)
+        if record is None:
+            raise ValidationError("That conversation no longer exists; start a new chat.")
+        return record.id
+
+    def chat(
+        self,
+        owner: str,
+        conversation_id: str | None,
+        request: GenerationRequest,
+        attachments: Sequence[TurnImage] = (),
+        branch: str | None = None,
+    ) -> JobSnapshot:
+        """A chat message: it edits the chosen image (``branch``, an image id) or else the conversation's latest
+        image, followed by any attachments; with no image at all it generates."""
+        conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
+        latest = conv.latest_output() if conv is not None else None
+        base_id = branch or (latest.id if latest is not None else None)
+        base = self.stored(owner, [base_id]) if base_id else []
+        return self.start(owner, conv.id if conv else None, request, [*base, *attachments])
+
+    def regenerate(self, owner: str, conversation_id: str | None, turn_id: str | None = None) -> JobSnapshot:
+        """Run a turn again with a new seed, as a new turn at the end: ``turn_id``, else the latest turn."""
+        turn = self.store.get_turn(owner, turn_id) if turn_id else None
+        conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
+        if turn is None and conv is not None and conv.turns:
+            turn = conv.turns[-1]
+        if turn is None or conv is None or turn.conversation_id != conv.id:
+            raise ValidationError("There is nothing to regenerate yet.")
+        inputs = self.stored(owner, [img.id for img in turn.inputs])
+        return self.start(owner, conv.id, stored_request(turn.prompt, turn.settings), inputs, label=turn.prompt)
