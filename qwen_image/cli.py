@@ -98,6 +98,7 @@ def _plan(args) -> int:
         print(f"  phase   {phase:13s} {gb:7.2f} GiB  (activations {plan.activations_gb[phase]:.2f})")
     if plan.host_ram_gb:
         print(f"  system RAM for offloaded weights: {plan.host_ram_gb:.1f} GiB")
+    print(f"  system RAM at the load peak: {plan.load_ram_gb:.1f} GiB")
     for p in others:
         verdict = "" if p.fits is None else " fits" if p.fits else " too big"
         print(f"  {p.profile:8s} peak {p.peak_gb:7.2f} GiB ({p.peak_phase}){verdict}")

@@ -25,6 +25,7 @@ from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
 from .planner import Workload, predict
 from .profiles import Profile
 from .registry import ModelSpec
+from .schedule import one_step_safe
 from .speed import attention_scope
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,11 @@ class Engine:
         hook = pipe.transformer.register_forward_pre_hook(first_call)
         try:
             kwargs = self._call_kwargs(r, pipe, settings, on_step)
-            with _reference_area(self.spec, r.reference_resolution), attention_scope(self.options.attention_backend):
+            with (
+                _reference_area(self.spec, r.reference_resolution),
+                attention_scope(self.options.attention_backend),
+                one_step_safe(pipe, r.steps),
+            ):
                 latents = pipe(**kwargs).images
         except Cancelled:
             self._recover_memory()

@@ -71,20 +71,6 @@ def checkpoint_sources(spec: ModelSpec, cache_dir: str | None = None) -> tuple[s
     return spec.generate_checkpoint, spec.edit_checkpoint
 
 
-def quantization_config(profile: Profile):
-    """The PipelineQuantizationConfig for a profile, or None."""
-    from diffusers.quantizers import PipelineQuantizationConfig
-
-    mapping = {}
-    te_q = text_encoder_quantization(profile.text_encoder, torch_dtype(profile.dtype))
-    if te_q is not None:
-        mapping["text_encoder"] = te_q
-    transformer_q = transformer_quantization(profile)
-    if transformer_q is not None:
-        mapping["transformer"] = transformer_q
-    return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
-
-
 def text_encoder_quantization(precision: str, dtype, quantize_vision: bool | None = None):
     """transformers' BitsAndBytesConfig for the text encoder at ``precision`` ("int8", "nf4"; else None).
 
@@ -139,7 +125,7 @@ def apply_lora(pipe, lora: dict | None, scheduler: dict | None = None) -> None:
     ``lora`` is {"repo": Hub id or folder, "weight_name": file}; ``scheduler`` overrides the scheduler config (the
     Lightning LoRAs are trained for a fixed shift).
     """
-    if lora:
+    if lora and not getattr(pipe.transformer, "_qic_streamed", False):  # streamed fp8 loads fuse while loading
         quantized = getattr(pipe.transformer, "is_quantized", False)
         pipe.load_lora_weights(lora["repo"], weight_name=lora.get("weight_name"), adapter_name="preset")
         if not quantized:  # fused into plain weights; bitsandbytes weights keep the adapter active instead
@@ -152,7 +138,7 @@ def apply_lora(pipe, lora: dict | None, scheduler: dict | None = None) -> None:
 def prepare_transformer(transformer, profile: Profile, options: LoadOptions) -> None:
     import torch
 
-    if profile.transformer == "fp8":
+    if profile.transformer == "fp8" and not getattr(transformer, "_qic_streamed", False):
         transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype(profile.dtype)
         )
@@ -210,8 +196,9 @@ class LoadedModel:
                 other.register_modules(transformer=None)
                 _free_memory()
         if pipe.transformer is None:
-            pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile))
-            apply_lora(pipe, self.spec.lora_edit if role == "edit" else self.spec.lora_generate)
+            lora = self.spec.lora_edit if role == "edit" else self.spec.lora_generate
+            pipe.register_modules(transformer=load_transformer(self.sources[role], self.profile, lora))
+            apply_lora(pipe, lora)
             prepare_transformer(pipe.transformer, self.profile, self.options)
         self._place(pipe, role)
 
@@ -234,10 +221,29 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def load_transformer(source: str, profile: Profile):
-    """A 20B-family transformer from a checkpoint, quantized as the profile says (cast later, after any LoRA)."""
+def local_snapshot(source: str, *subfolders: str) -> str:
+    """A Hub id as its local snapshot folder (fetching only ``subfolders`` when online), a folder as itself.
+
+    Component-level ``from_pretrained`` of a sharded checkpoint asks the Hub API for the repo's files, which fails
+    offline even when the cache holds them (the pipeline-level loader resolves the snapshot first, like this).
+    """
+    if Path(source).is_dir():
+        return source
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(source, allow_patterns=[f"{sub}/*" for sub in subfolders])
+
+
+def load_transformer(source: str, profile: Profile, lora: dict | None = None):
+    """A 20B-family transformer from a checkpoint, quantized as the profile says (cast later, after any LoRA).
+
+    fp8 profiles stream it into fp8 with the LoRA fused on the way (qwen_image.fp8_load): no full-precision copy.
+    """
     import diffusers
 
+    if profile.transformer == "fp8":
+        return _streamed_fp8("qwen-image", source, profile, lora)
+    source = local_snapshot(source, "transformer")
     with _LOAD_LOCK:
         transformer = diffusers.QwenImageTransformer2DModel.from_pretrained(
             source,
@@ -248,12 +254,29 @@ def load_transformer(source: str, profile: Profile):
     return transformer
 
 
+TRANSFORMER_CLASSES = {
+    "qwen-image-2.1": ("QwenImage21Transformer2DModel", "QwenImage21Pipeline"),
+    "qwen-image": ("QwenImageTransformer2DModel", "QwenImagePipeline"),
+}
+
+
+def _streamed_fp8(family: str, source: str, profile: Profile, lora: dict | None):
+    import diffusers
+
+    from .fp8_load import load_fp8_transformer
+
+    model_cls, pipe_cls = (getattr(diffusers, name) for name in TRANSFORMER_CLASSES[family])
+    with _LOAD_LOCK:
+        return load_fp8_transformer(model_cls, source, torch_dtype(profile.dtype), lora, pipe_cls)
+
+
 def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile, options: LoadOptions):
     """QwenImageEditPlusPipeline sharing the generate pipeline's text encoder, tokenizer and VAE."""
     import diffusers
     from transformers import Qwen2VLProcessor
 
-    transformer = load_transformer(edit_source, profile)
+    edit_source = local_snapshot(edit_source, "transformer", "processor", "scheduler")
+    transformer = load_transformer(edit_source, profile, spec.lora_edit)
     processor = Qwen2VLProcessor.from_pretrained(edit_source, subfolder="processor")
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(edit_source, subfolder="scheduler")
     pipe = diffusers.QwenImageEditPlusPipeline(
@@ -280,16 +303,26 @@ def quiet_progress_bars() -> None:
 def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = None) -> LoadedModel:
     """Load the generate pipeline (and, for 2.1, the one pipeline that also edits)."""
     import diffusers
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    from .headless import load_text_encoder
 
     quiet_progress_bars()
     options = options or LoadOptions()
     gen_src, edit_src = checkpoint_sources(spec, options.cache_dir)
     cls = getattr(diffusers, spec.generate_pipeline)
+    components = {}
+    if profile.transformer == "fp8":
+        components["transformer"] = _streamed_fp8(spec.family, gen_src, profile, spec.lora_generate)
+    dtype = torch_dtype(profile.dtype)
+    transformer_q = transformer_quantization(profile)
+    quantization = PipelineQuantizationConfig(quant_mapping={"transformer": transformer_q}) if transformer_q else None
     with _LOAD_LOCK:
-        pipe = cls.from_pretrained(
-            gen_src, dtype=torch_dtype(profile.dtype), quantization_config=quantization_config(profile)
+        # without its vocabulary projection from the start (qwen_image.headless): never materialised at the load peak
+        components["text_encoder"] = load_text_encoder(
+            gen_src, dtype, text_encoder_quantization(profile.text_encoder, dtype)
         )
-    drop_lm_head(pipe.text_encoder)
+        pipe = cls.from_pretrained(gen_src, dtype=dtype, quantization_config=quantization, **components)
     apply_lora(pipe, spec.lora_generate, spec.scheduler)
     prepare_transformer(pipe.transformer, profile, options)
     tokenizer = pipe.processor.tokenizer if spec.one_pipeline else pipe.tokenizer
@@ -307,9 +340,13 @@ def load_model(spec: ModelSpec, profile: Profile, options: LoadOptions | None = 
 
 
 def load_tokenizer(spec: ModelSpec, cache_dir: str | None = None):
-    """Only the tokenizer (fast), so that prompts can be validated while the model loads."""
-    from transformers import AutoTokenizer
+    """Only the tokenizer (fast), so that prompts can be validated while the model loads.
+
+    Both families ship a Qwen2Tokenizer. The class is named rather than AutoTokenizer, which also reads a
+    ``config.json`` the tokenizer folders do not have: offline, from a cache made by ``hf download``, that fails.
+    """
+    from transformers import Qwen2Tokenizer
 
     gen_src, _ = checkpoint_sources(spec, cache_dir)
     subfolder = "processor" if spec.one_pipeline else "tokenizer"
-    return AutoTokenizer.from_pretrained(gen_src, subfolder=subfolder)
+    return Qwen2Tokenizer.from_pretrained(gen_src, subfolder=subfolder)

@@ -43,52 +43,43 @@ class ComponentCounts:
 @cache
 def count_params(arch_name: str) -> dict[str, ComponentCounts]:
     """Parameter counts of every component, on the meta device."""
+    arch = load_architecture(arch_name)
+    comps = ("text_encoder", "transformer", "vae")
+    return {comp: component_counts(build_module(arch[comp], device="meta"), comp) for comp in comps}
+
+
+def component_counts(module, comp: str) -> ComponentCounts:
+    """The counts the weight model needs, from a built module (any device, meta included)."""
     import torch
 
-    arch = load_architecture(arch_name)
-    out = {}
-    for comp in ("text_encoder", "transformer", "vae"):
-        module = build_module(arch[comp], device="meta")
-        total = sum(p.numel() for p in module.parameters())
-        linear = rows = castable = lm_head = vision_linear = vision_rows = 0
-        for name, m in module.named_modules():
-            if isinstance(m, torch.nn.Linear):
-                if name.endswith("lm_head"):
-                    lm_head = m.weight.numel()
-                    continue
-                linear += m.weight.numel()
-                rows += m.out_features
-                castable += m.weight.numel()
-                if name.startswith(VISION_TOWER + "."):
-                    vision_linear += m.weight.numel()
-                    vision_rows += m.out_features
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
-                castable += m.weight.numel()
-        blocks, block_params, hidden, layers, inter = 0, 0, 0, 0, 0
-        if comp == "transformer":
-            blocks = len(module.transformer_blocks)
-            block_params = sum(p.numel() for p in module.transformer_blocks[0].parameters())
-            hidden = module.config.num_attention_heads * module.config.attention_head_dim
-        elif comp == "text_encoder":
-            tc = module.config.text_config
-            layers, hidden, inter = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
-            blocks = layers
-            block_params = sum(p.numel() for p in module.model.language_model.layers[0].parameters())
-        out[comp] = ComponentCounts(
-            total,
-            linear,
-            rows,
-            castable,
-            lm_head,
-            blocks,
-            block_params,
-            hidden,
-            layers,
-            inter,
-            vision_linear,
-            vision_rows,
-        )
-    return out
+    total = sum(p.numel() for p in module.parameters())
+    linear = rows = castable = lm_head = vision_linear = vision_rows = 0
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            if name.endswith("lm_head"):
+                lm_head = m.weight.numel()
+                continue
+            linear += m.weight.numel()
+            rows += m.out_features
+            castable += m.weight.numel()
+            if name.startswith(VISION_TOWER + "."):
+                vision_linear += m.weight.numel()
+                vision_rows += m.out_features
+        elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            castable += m.weight.numel()
+    blocks, block_params, hidden, layers, inter = 0, 0, 0, 0, 0
+    if comp == "transformer":
+        blocks = len(module.transformer_blocks)
+        block_params = sum(p.numel() for p in module.transformer_blocks[0].parameters())
+        hidden = module.config.num_attention_heads * module.config.attention_head_dim
+    elif comp == "text_encoder":
+        tc = module.config.text_config
+        layers, hidden, inter = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
+        blocks = layers
+        block_params = sum(p.numel() for p in module.model.language_model.layers[0].parameters())
+    return ComponentCounts(
+        total, linear, rows, castable, lm_head, blocks, block_params, hidden, layers, inter, vision_linear, vision_rows
+    )
 
 
 def weight_bytes(
@@ -150,6 +141,7 @@ class Plan:
     peak_phase: str
     vae_tiling: bool
     host_ram_gb: float  # weights kept in system RAM by offloading
+    load_ram_gb: float  # system RAM at the load peak: weights kept in RAM plus what loading holds on top
     fits: bool | None = None
     budget_gb: float | None = None
     notes: tuple = field(default=())
@@ -280,6 +272,7 @@ def predict(
     peak_phase = max(by_phase, key=by_phase.get)
     peak = by_phase[peak_phase]
     host = 0.0 if profile.offload == "none" else sum(weights.values())
+    load = load_ram(profile, weights)
     notes = []
     if spec.family == "qwen-image" and not spec.one_pipeline:
         notes.append("the edit transformer is loaded in place of the generate transformer when needed")
@@ -296,10 +289,25 @@ def predict(
         peak_phase=peak_phase,
         vae_tiling=tiling,
         host_ram_gb=round(host / GiB, 3),
-        fits=None if budget_gb is None else peak <= budget_gb * GiB,
+        load_ram_gb=round(load / GiB, 3),
+        # on the CPU the budget is system RAM, which the load peak must fit too
+        fits=None if budget_gb is None else max(peak, load if profile.device == "cpu" else 0) <= budget_gb * GiB,
         budget_gb=budget_gb,
         notes=tuple(notes),
     )
+
+
+def load_ram(profile: Profile, weights: dict) -> float:
+    """Bytes of system RAM at the load peak: the weights kept in RAM (all of them on a CPU device, the offloaded ones
+    with a GPU) plus what loading holds on top of them (``load_transient_gb``).
+
+    The loader keeps that top small: text encoders are built without the vocabulary projection they would otherwise
+    materialise first (qwen_image.headless), fp8 transformers are streamed tensor by tensor with a LoRA fused on the
+    way (qwen_image.fp8_load), and bf16 weights read by ``from_pretrained`` stay in the checkpoint's mmap'd pages until
+    moved. Measured anonymous memory: bench/lora_fuse_ram.py and tests/test_hub_layout.py.
+    """
+    kept = sum(weights.values()) if profile.device == "cpu" or profile.offload != "none" else 0.0
+    return kept + coefficients()["load_transient_gb"] * GiB
 
 
 def planning_workload(spec, width: int | None = None, height: int | None = None) -> Workload:
@@ -321,9 +329,10 @@ def planning_workload(spec, width: int | None = None, height: int | None = None)
 
 
 def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload | None = None) -> Plan:
-    """The most resident CUDA profile whose predicted peak fits ``vram_gb`` (minus a margin) and whose offloaded
-    weights fit in system RAM (``ram_gb``: available to this process, a container's limit included). When none
-    does (fits=False): of the profiles that fit the card, the one offloading the least to RAM; else the smallest."""
+    """The most resident CUDA profile whose predicted peak fits ``vram_gb`` (minus a margin) and whose load peak in
+    system RAM (offloaded weights and loading's transient; ``ram_gb``: available to this process, a container's limit
+    included) fits. When none does (fits=False): of the profiles that fit the card, the one needing the least RAM;
+    else the smallest."""
     co = coefficients()
     workload = workload or planning_workload(spec)
     budget = max(0.1, vram_gb - co["budget_margin_gb"])
@@ -331,13 +340,13 @@ def choose(spec, vram_gb: float, ram_gb: float | None = None, workload: Workload
     for profile in gpu_profiles(spec.family):
         plan = predict(spec, profile, workload, budget_gb=budget)
         plans.append(plan)
-        ram_ok = ram_gb is None or plan.host_ram_gb <= ram_gb * co["ram_fraction"]
+        ram_ok = ram_gb is None or plan.load_ram_gb <= ram_gb * co["ram_fraction"]
         if plan.fits and ram_ok:
             return plan
     on_card = [p for p in plans if p.fits]
     if on_card:  # profiles fit the card but none's offloaded weights fit in system RAM: the one needing the least
-        least = min(on_card, key=lambda p: (p.host_ram_gb, p.peak_gb))
-        note = f"offloaded weights ({least.host_ram_gb:.1f} GiB) exceed the usable system RAM"
+        least = min(on_card, key=lambda p: (p.load_ram_gb, p.peak_gb))
+        note = f"loading needs {least.load_ram_gb:.1f} GiB of system RAM, more than is usable"
         return replace(least, fits=False, notes=(*least.notes, note))
     return min(plans, key=lambda p: p.peak_gb)
 

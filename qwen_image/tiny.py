@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .architectures import build_module, load_architecture
 
-TINY_VERSION = 4  # bump when the tiny models change; old cache folders are rebuilt
+TINY_VERSION = 5  # bump when the tiny models change; old cache folders are rebuilt
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -139,6 +139,7 @@ def make_scheduler():
         max_image_seq_len=8192,
         max_shift=0.9,
         shift=1.0,
+        shift_terminal=0.02,
         use_dynamic_shifting=True,
         time_shift_type="exponential",
     )

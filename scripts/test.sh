@@ -31,6 +31,9 @@ if [ "$fast" = 0 ] && { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/de
 fi
 
 export HF_HUB_OFFLINE=1  # every model in the tests is built locally
+# the Hub-layout fixture (reduced copies of the published checkpoints): built once per machine under ~/.cache (about a
+# minute, 3.7 GB), reused after that (tests/hub_fixture.py; $QIC_HUB_FIXTURE moves it)
+python tests/hub_fixture.py
 if [ "$fast" = 1 ]; then
     exec python -m pytest -m "not slow and not browser" "$@"
 fi

@@ -13,6 +13,15 @@ os.environ.setdefault("QWEN_IMAGE_CACHE", os.path.join(tempfile.gettempdir(), "q
 # The tiny models run fastest on one intra-op thread; more threads only fight over a small (often shared) CPU.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The Hugging Face cache of this session is the Hub-layout fixture (tests/hub_fixture.py), so that the registry's real
+# repo ids resolve offline exactly as on a user's machine. huggingface_hub reads HF_HOME once, at import: set it first.
+import hub_fixture  # noqa: E402
+
+HUB_HOME = hub_fixture.default_home()
+os.environ["HF_HOME"] = str(HUB_HOME)
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
+
 
 def _tiny_engine(model: str):
     from qwen_image.factory import build_engine, choose_setup
@@ -34,3 +43,9 @@ def engine21():
 def engine20():
     """Tiny Qwen-Image 20B family engine (generate + edit pipelines), CPU profile."""
     return _tiny_engine("tiny-qwen-image")
+
+
+@pytest.fixture(scope="session")
+def hub_home():
+    """The Hub-layout fixture's HF_HOME, built on first use (about a minute) and kept per machine."""
+    return hub_fixture.ensure(HUB_HOME)

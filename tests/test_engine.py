@@ -96,6 +96,24 @@ def test_edit(engine):
     assert two.images[0].height > two.images[0].width
 
 
+def test_one_step_on_the_checkpoints_schedule(engine):
+    """The published schedulers stretch to ``shift_terminal`` 0.02; with one step diffusers divides 0 by 0 there (NaN
+    sigmas, then "invalid image"). One step runs from sigma 1 to 0; the scheduler is the checkpoint's again after."""
+    pipe = engine._loaded.pipeline("generate")
+    assert pipe.scheduler.config.shift_terminal == 0.02  # as in the Qwen-Image / Qwen-Image-2.1 scheduler_config.json
+    timesteps = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: timesteps.append(float(kwargs["timestep"].flatten()[0])), with_kwargs=True
+    )
+    try:
+        (image,) = engine.generate(GenerationRequest(prompt="a fox", seed=1, steps=1, width=64, height=64)).images
+    finally:
+        hook.remove()
+    assert timesteps and set(timesteps) == {1.0}  # sigma 1.0 (timestep / 1000) only: one step (two passes with CFG)
+    assert pixels(image).std() > 0
+    assert pipe.scheduler.config.shift_terminal == 0.02
+
+
 def test_transparent_21(engine21):
     result = engine21.generate(GenerationRequest(prompt="a glass apple", seed=1, transparent=True))
     (image,) = result.images

@@ -71,3 +71,15 @@ def test_lora_preset_edits_with_its_own_lora(lightning):
     edit_t = lightning._loaded._edit.transformer
     assert not any("lora" in k for k in edit_t.state_dict())
     assert lightning._loaded._edit.text_encoder is lightning._loaded.generate.text_encoder
+
+
+def test_lightning_loras_are_the_releases_for_their_base_checkpoints():
+    """Defect 4: a Lightning LoRA is distilled from one base checkpoint; the preset must fuse the release made for the
+    checkpoint it is fused into (lightx2v names each release after its base: <base>-Lightning/<base>-Lightning-8steps).
+    The old entry fused Qwen-Image-Lightning (August 2025 Qwen-Image) into Qwen-Image-2512."""
+    spec = load_registry().get("qwen-image-lightning")
+    for role, base in (("generate", spec.generate_checkpoint), ("edit", spec.edit_checkpoint)):
+        lora = getattr(spec, f"lora_{role}")
+        base_name = base.split("/")[-1]
+        assert lora["repo"].split("/")[-1] == f"{base_name}-Lightning", (role, lora["repo"], base)
+        assert lora["weight_name"].startswith(f"{base_name}-Lightning-{spec.steps}steps-"), (role, lora, base)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qwen_image.hardware import GiB, Hardware
-from qwen_image.planner import Workload, choose, count_params, planning_workload, predict, weight_bytes
+from qwen_image.planner import Workload, choose, coefficients, count_params, planning_workload, predict, weight_bytes
 from qwen_image.profiles import get_profile, gpu_profiles, profile_names
 from qwen_image.registry import load_registry
 
@@ -61,6 +61,21 @@ def test_ram_limit_pushes_to_a_profile_with_less_offloaded_weight():
     assert tight.fits and tight.host_ram_gb <= 16 * 0.85
     # nothing is offloaded when everything is resident: RAM does not matter
     assert choose(SPEC21, 80, ram_gb=8).profile == "48gb"
+
+
+def test_ram_check_counts_the_load_peak_not_only_the_offloaded_weights():
+    """Defect 8: loading holds more than the weights it keeps (a LoRA, one float32 tensor); a profile whose offloaded
+    weights fit but whose load peak does not must not be chosen."""
+    roomy = choose(SPEC20, 24, ram_gb=128)
+    transient = coefficients()["load_transient_gb"]
+    assert roomy.profile == "24gb"
+    assert roomy.load_ram_gb == pytest.approx(roomy.host_ram_gb + transient, abs=0.01) and transient > 0
+    # RAM for the offloaded weights, not for the load peak
+    ram = (roomy.host_ram_gb + transient / 2) / coefficients()["ram_fraction"]
+    assert choose(SPEC20, 24, ram_gb=ram).profile != "24gb"
+    # on the CPU the load peak counts against the RAM budget too
+    cpu = predict(SPEC21, get_profile("cpu", SPEC21.family), planning_workload(SPEC21), budget_gb=1e6)
+    assert cpu.load_ram_gb == pytest.approx(sum(cpu.weights_gb.values()) + transient, abs=0.01)
 
 
 def test_ram_too_small_for_every_profile_is_not_a_fit():
