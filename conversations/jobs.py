@@ -117,12 +117,13 @@ class JobManager:
         resolved: ResolvedRequest,
         input_image_ids: list[str],
         prompt_label: str | None = None,
+        version_of: str | None = None,
     ) -> JobSnapshot:
         """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
         its limits.
 
         ``resolved`` comes from ``backend.resolve``, which callers run first so that nothing is stored for an invalid
-        request.
+        request. ``version_of``: the turn this job makes another version of (regenerate), shown in its place.
         """
         with self._changed:
             waiting = len(self._order)
@@ -140,6 +141,7 @@ class JobManager:
             settings,
             list(input_image_ids),
             job_id=job_id,
+            version_of=version_of,
         )
         if turn is None:
             raise ValidationError("That conversation no longer exists; start a new chat.")
