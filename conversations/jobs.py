@@ -109,6 +109,11 @@ class JobManager:
         for i in range(self._workers):
             threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True).start()
 
+    @property
+    def runs_in_watcher(self) -> bool:
+        """Whether jobs run only while someone watches them (ZeroGPU), not in worker threads."""
+        return self._in_slot is not None
+
     # -- submitting ---------------------------------------------------------------------------------------------
     def submit(
         self,

@@ -75,6 +75,7 @@ def check_public_bind(host: str, auth: list, public: bool, share: bool) -> None:
 
 def launch_kwargs(args, outbox: Path, auth: list) -> dict:
     from .app import CSS
+    from .i18n import i18n
 
     return dict(
         server_name=args.host,
@@ -89,6 +90,7 @@ def launch_kwargs(args, outbox: Path, auth: list) -> dict:
         show_error=False,
         css=CSS,
         footer_links=["api"],
+        i18n=i18n(),
     )
 
 
