@@ -16,7 +16,8 @@ from .context import PRIVATE, QUICK, AppContext
 from .i18n import Tr, lang_of, t
 from .render import escape_html
 
-CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
+CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
+HEAD = Path(__file__).with_name("page-head.html").read_text(encoding="utf-8")
 
 
 def status_line(ctx: AppContext, tr: Tr) -> str:
@@ -38,7 +39,7 @@ def status_line(ctx: AppContext, tr: Tr) -> str:
 def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="Qwen Image Chat", fill_width=True) as demo:
         token = gr.BrowserState(None, storage_key="qwen-image-chat-owner", secret=ctx.browser_secret)
-        kept = gr.BrowserState({}, storage_key="qwen-image-chat-settings")
+        kept = gr.BrowserState({}, storage_key="qwen-image-chat-settings", secret=ctx.browser_secret)
         owner = gr.State(None)
         tz = gr.Number(0, visible=False, precision=0)
         side = sidebar.layout()

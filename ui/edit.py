@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -67,8 +68,8 @@ def layout(ctx: AppContext) -> EditTab:
                 elem_id="qic-edit-instruction",
             )
             with gr.Row():
-                run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run")
-                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90)
+                run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run", size="md")
+                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
             info = gr.Markdown("", elem_id="qic-edit-info")
             with gr.Accordion(t("edit.marks_title"), open=False):
                 marks = gr.ImageEditor(
@@ -91,6 +92,7 @@ def layout(ctx: AppContext) -> EditTab:
                 object_fit="contain",
                 format="png",
                 buttons=["download", "fullscreen"],
+                allow_preview=False,
                 elem_id="qic-edit-results",
             )
             compare = gr.ImageSlider(
@@ -171,8 +173,8 @@ class EditHandlers:
 
         owner, (snap, reference) = self.ctx.act(owner_state, request, start)
         for files, info, own in gallery_results(self.ctx, owner, snap, request):
-            done = isinstance(files, list) and files
-            yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
+            done = files.get("value") if isinstance(files, dict) else None
+            yield files, info, own, (before_after(reference, done[0][0]) if done else gr.skip())
 
     def add_turn_image(self, current, owner_state, turn_id, request: gr.Request = None) -> list:
         """Send a chat turn's image to the references (numbered)."""
@@ -194,7 +196,7 @@ class EditHandlers:
         items = gallery_files(current)
         if len(items) >= self.ctx.spec.max_references:
             raise gr.Error(tr("edit.too_many", most=self.ctx.spec.max_references))
-        gr.Info(tr("toast.sent_to_edit", n=len(items) + 1))
+        gr.Info(html.escape(tr("toast.sent_to_edit", n=len(items) + 1)))
         return numbered([*items, item])
 
     def marks_background(self, references):

@@ -15,8 +15,6 @@ from .i18n import t
 from .progress import gallery_results, stopper
 from .settings import CUSTOM, Panel
 
-EXAMPLES = ("example.fox", "example.poster", "example.room", "example.map")
-
 
 @dataclass(frozen=True)
 class GenerateTab:
@@ -40,8 +38,8 @@ def layout(ctx: AppContext) -> GenerateTab:
         with gr.Column(scale=3, min_width=320):
             prompt = gr.Textbox(label=t("generate.prompt"), lines=2, max_length=20000, elem_id="qic-gen-prompt")
             with gr.Row():
-                run = gr.Button(t("generate.run"), variant="primary", elem_id="qic-gen-run")
-                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90)
+                run = gr.Button(t("generate.run"), variant="primary", elem_id="qic-gen-run", size="md")
+                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
             gallery = gr.Gallery(
                 label=t("generate.results"),
                 columns=2,
@@ -49,6 +47,7 @@ def layout(ctx: AppContext) -> GenerateTab:
                 object_fit="contain",
                 format="png",
                 buttons=["download", "fullscreen"],
+                allow_preview=False,
                 elem_id="qic-gen-results",
             )
             info = gr.Markdown("", elem_id="qic-gen-info")
@@ -78,12 +77,6 @@ def layout(ctx: AppContext) -> GenerateTab:
                 panel.components["ratio"],
                 panel.advanced,
                 **QUICK,
-            )
-            gr.Examples(
-                [[k] for k in EXAMPLES],
-                inputs=prompt,
-                label=t("generate.examples"),
-                example_labels=[str(t(k)) for k in EXAMPLES],
             )
     return GenerateTab(prompt, run, stop, info, panel, custom, width, height, gallery, gr.State(0), to_edit)
 

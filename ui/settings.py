@@ -66,7 +66,16 @@ def _ratio(spec, d, first):
 def _steps(spec, d, first):
     fixed = spec.sigmas is not None
     info = t("settings.steps_fixed") if fixed else None
-    return gr.Slider(1, 100, value=d.steps, step=1, label=t("settings.steps"), interactive=not fixed, info=info)
+    return gr.Slider(
+        1,
+        100,
+        value=d.steps,
+        step=1,
+        label=t("settings.steps"),
+        interactive=not fixed,
+        info=info,
+        elem_classes=["qic-steps"],
+    )
 
 
 FIELDS = (

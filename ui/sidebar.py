@@ -162,7 +162,7 @@ def search_event(ctx: AppContext, tab: SidebarTab, owner: gr.State, conv: gr.Sta
             return gr.skip(), 1
         return list_html(ctx, own, Tr(lang_of(request)), conv_id, query, 1, offset), 1
 
-    tab.search.input(
+    tab.search.change(
         search,
         [tab.search, owner, conv, tz],
         [tab.listing, tab.pages],
