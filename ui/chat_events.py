@@ -113,7 +113,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
     def undo(o, c, b, q, p, z, wt, request: gr.Request = None):
         return chat.undo(w.page((o, c, b, q, p, z, wt), request))
 
-    tab.chatbot.undo(undo, common, chat.outputs, **QUIET, **PRIVATE)
+    tab.chatbot.undo(undo, common, chat.outputs, api_name="page_undo", **QUIET, **PRIVATE)
 
     @toasts
     def clear(o, c, b, q, p, z, wt, request: gr.Request = None):
@@ -136,7 +136,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
         page = w.page((o, c, b, q, p, z, wt), request)
         return with_owner(page, chat.new_chat(page))
 
-    side.new.click(new_chat, common, outputs, **QUIET, **PRIVATE)
+    side.new.click(new_chat, common, outputs, api_name="page_new_chat", **QUIET, **PRIVATE)
 
     @toasts
     def listing(o, c, b, q, p, z, wt, evt: gr.EventData, request: gr.Request = None):
@@ -261,16 +261,18 @@ def api(w: Wiring) -> gr.Number:
         turn = next(t for t in conv.turns if any(o.id == image.id for o in t.outputs))
         return file_name(turn.prompt, image.seed)
 
-    def run_job(pg: Page, start) -> tuple:
+    def run_job(pg: Page, start):
+        """Start a turn, show it (the session's open conversation is its conversation from now on), then its end."""
         try:
             snap = start()
         except gr.Error:
             raise
         except Exception as exc:
             raise user_error(exc) from None
+        yield result(pg, snap.conversation_id, None)
         *_, last = [snap, *follow(ctx, pg.owner, snap)]
         outcome(last, pg.tr)
-        return result(pg, snap.conversation_id, None)
+        yield result(pg, snap.conversation_id, None)
 
     def api_chat(message, o, c, b, request: gr.Request = None, **settings):
         """Send a message: generates, or edits the chosen image / the attachments / the latest image."""
@@ -278,7 +280,7 @@ def api(w: Wiring) -> gr.Number:
         msg = message if isinstance(message, dict) else {"text": str(message or ""), "files": []}
         files = msg.get("files") or []
         turn = TurnSettings(**settings).request(ctx.spec, msg.get("text", ""))
-        return run_job(pg, lambda: ctx.turns.chat(pg.owner, pg.conv, turn, ctx.turns.uploads(files), pg.branch))
+        yield from run_job(pg, lambda: ctx.turns.chat(pg.owner, pg.conv, turn, ctx.turns.uploads(files), pg.branch))
 
     buttons["chat"].click(
         api_chat, [tab.msg, *state], results, inputs_kwargs=tab.panel.components, api_name="chat", **ctx.gpu
@@ -287,7 +289,7 @@ def api(w: Wiring) -> gr.Number:
     def api_regenerate(number, o, c, b, request: gr.Request = None):
         """A new version of turn #number (0: the latest), shown in its place."""
         pg = page(o, c, b, request)
-        return run_job(pg, lambda: ctx.turns.regenerate(pg.owner, pg.conv, turn_id(pg, number)))
+        yield from run_job(pg, lambda: ctx.turns.regenerate(pg.owner, pg.conv, turn_id(pg, number)))
 
     buttons["regenerate"].click(api_regenerate, [turn_no, *state], results, api_name="regenerate", **ctx.gpu)
 

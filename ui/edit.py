@@ -173,8 +173,8 @@ class EditHandlers:
 
         owner, (snap, reference) = self.ctx.act(owner_state, request, start)
         for files, info, own in gallery_results(self.ctx, owner, snap, request):
-            done = files.get("value") if isinstance(files, dict) else None
-            yield files, info, own, (before_after(reference, done[0][0]) if done else gr.skip())
+            done = isinstance(files, list) and files
+            yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
 
     def add_turn_image(self, current, owner_state, turn_id, request: gr.Request = None) -> list:
         """Send a chat turn's image to the references (numbered)."""
@@ -212,7 +212,7 @@ def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditH
     inputs = [tab.refs, tab.instruction, tab.marks, tab.match, owner]
     outputs = [tab.gallery, tab.info, owner, tab.compare]
     events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(edit.edit), inputs, outputs, **events, **PRIVATE).then(**refresh)
+    tab.run.click(toasts_each(edit.edit), inputs, outputs, api_name="page_edit", **events, **PRIVATE).then(**refresh)
     api = gr.Button("edit", visible=False)
     api.click(edit.edit, inputs, outputs, api_name="edit", **events).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")

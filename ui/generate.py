@@ -118,7 +118,9 @@ def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> G
     inputs = [tab.prompt, tab.custom, tab.width, tab.height, owner]
     outputs = [tab.gallery, tab.info, owner]
     events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(gen.generate), inputs, outputs, **events, **PRIVATE).then(**refresh)
+    tab.run.click(toasts_each(gen.generate), inputs, outputs, api_name="page_generate", **events, **PRIVATE).then(
+        **refresh
+    )
     api = gr.Button("generate", visible=False)
     api.click(gen.generate, inputs, outputs, api_name="generate", **events).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")

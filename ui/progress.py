@@ -52,7 +52,7 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     ]
     info = render.settings_line(turn.settings, None, turn.timings, tr)
     seeds = ", ".join(str(i.seed) for i in turn.outputs)
-    yield gr.update(value=files), tr("info.gallery", seeds=seeds, info=info), owner
+    yield files, tr("info.gallery", seeds=seeds, info=info), owner
 
 
 def stopper(ctx: AppContext):
