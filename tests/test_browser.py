@@ -330,6 +330,20 @@ def test_leaving_a_running_job_never_pulls_the_view_back(desk, app):
     set_steps(page, 4)
 
 
+def test_a_reload_during_a_job_shows_its_progress_then_its_result(desk, app):
+    """The job belongs to the server: the page that comes back follows it again."""
+    page = desk
+    new_chat(page)
+    set_steps(page, 14)
+    send(page, "a lighthouse in a storm")
+    page.locator("#qic-chat .qic-pending .qic-ptext", has_text="Step").wait_for()
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#qic-chat .qic-pending .qic-ptext", has_text="Step").wait_for()  # the running job, again
+    wait_results(page, 1)
+    assert page.locator("#qic-convs li.qic-here", has_text="a lighthouse in a storm").count() == 1
+    set_steps(page, 4)
+
+
 # -- 5. the page people know ----------------------------------------------------------------------------------------
 
 
