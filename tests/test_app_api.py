@@ -187,3 +187,29 @@ def test_generate_and_edit_tabs(app, tmp_path):
     with Image.open(gallery[0]["image"]) as result, Image.open(compare[0]) as before, Image.open(compare[1]) as after:
         assert before.size == after.size == result.size
         assert list(after.convert("RGB").getdata()) == list(result.convert("RGB").getdata())
+
+
+def test_a_marked_edit_compares_the_clean_reference(app, tmp_path):
+    """The red marks go to the model; the before/after slider shows the reference as it was."""
+    from gradio_client import handle_file
+
+    c = client(app)
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(ref)
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 42, 42, 255), (8, 8, 40, 40))
+    layer_path, composite = tmp_path / "layer.png", tmp_path / "composite.png"
+    layer.save(layer_path)
+    marked = Image.open(ref).convert("RGBA")
+    marked.alpha_composite(layer)
+    marked.save(composite)
+    marks = {"background": handle_file(str(ref)), "layers": [handle_file(str(layer_path))],
+             "composite": handle_file(str(composite))}  # fmt: skip
+    refs = [{"image": handle_file(str(ref)), "caption": None}]
+    gallery, info, compare = c.predict(refs, "remove the marked square", marks, api_name="/edit")
+    conv = [cv for _, _, cv in conversations(app, "remove the marked square")][0]
+    with Image.open(conv.turns[0].inputs[0].path) as sent:
+        assert sent.convert("RGB").getpixel((20, 20)) == (255, 42, 42)  # the model got the marks
+    with Image.open(compare[0]) as before:
+        r, g, b = before.convert("RGB").resize((64, 64)).getpixel((20, 20))
+        assert b > r  # the slider's "before" is the clean (blue) reference
