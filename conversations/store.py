@@ -200,6 +200,13 @@ class Store:
             custom_title=row["title"],
         )
 
+    def all_turns(self, owner: str, conv_id: str) -> list[Turn]:
+        """Every turn of the conversation with every version, in the order they were made (for archives)."""
+        with self._tx(write=False) as conn:
+            if self._conversation_row(conn, owner, conv_id) is None:
+                return []
+            return self._load_turns(conn, owner, conv_id)
+
     def rename_conversation(self, owner: str, conv_id: str, title: str) -> bool:
         """Give a conversation a name (one line, at most 200 characters); False for an empty name or unknown id."""
         title = schema.clean_text(title, schema.TITLE_MAX)
