@@ -276,6 +276,9 @@ class JobManager:
         self._update(job, state="running", position=0)
 
         def on_progress(p: Progress) -> None:
+            last = job.snapshot.progress  # a live preview comes every few steps: the latest one stays shown
+            if p.preview is None and p.phase == "denoising" and last is not None and last.preview is not None:
+                p = replace(p, preview=last.preview)
             self._update(job, progress=p)
 
         try:

@@ -79,8 +79,8 @@ def progress_text(snap, tr: Tr) -> str:
     """A short status for a queued or running job."""
     if snap is None:
         return tr("progress.starting")
-    if snap.state == "queued":
-        return tr("progress.queued", ahead=snap.position) if snap.position else tr("progress.starting")
+    if snap.state == "queued":  # behind the running job and ``position`` queued ones
+        return tr("progress.queued", ahead=snap.position + 1)
     p = snap.progress
     if p is None:
         return tr("progress.starting")
