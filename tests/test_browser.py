@@ -302,7 +302,8 @@ def test_one_progress_in_the_pending_bubble_with_a_live_preview(desk, app):
     assert pending.locator("progress").count() == 1 and pending.locator("button.qic-stop").count() == 1
     assert "preview" in pending.locator("img.qic-live").get_attribute("alt").lower()
     # no other progress on the page: no Gradio progress bars or timers
-    assert page.locator(".progress-bar, .eta-bar, .progress-text, .meta-text-center").count() == 0
+    bars = ".progress-bar:visible, .eta-bar:visible, .progress-text:visible, .meta-text-center:visible"
+    assert page.locator(bars).count() == 0
     wait_results(page, 1)
     set_steps(page, 4)
 

@@ -138,11 +138,11 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         def remember(*values):
             return dict(zip(panel.components, values, strict=True))
 
-        gr.on([c.change for c in panel.outputs], remember, panel.outputs, kept, **QUICK, show_progress="hidden")
+        gr.on([c.change for c in panel.outputs], remember, panel.outputs, kept, **QUICK)
 
         def tick(request: gr.Request = None):
             settled = ctx.backend.status.state in ("ready", "error")
             return status_line(ctx, Tr(lang_of(request))), gr.Timer(active=not settled)
 
-        timer.tick(tick, None, [status, timer], **QUICK, show_progress="hidden")
+        timer.tick(tick, None, [status, timer], **QUICK)
     return demo

@@ -10,8 +10,7 @@ was (``toasts``); the API's endpoints (``ui/chat_api.py``) raise instead.
 from __future__ import annotations
 
 import functools
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -27,7 +26,6 @@ from .progress import outcome
 from .settings import Panel
 from .sidebar import list_html
 
-log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often the page looks at running jobs
 
 EXAMPLES = (
@@ -115,7 +113,6 @@ class Page:
     tz: int
     watching: dict
     tr: Tr
-    updates: dict = field(default_factory=dict)
 
 
 def toasts(fn):
@@ -150,12 +147,10 @@ def toasts_each(fn):
 
 
 class ChatHandlers:
-    def __init__(self, ctx: AppContext, tab: ChatTab, listing: gr.HTML, pages: gr.State, search: gr.Textbox):
+    def __init__(self, ctx: AppContext, tab: ChatTab, listing: gr.HTML):
         self.ctx = ctx
         self.tab = tab
         self.listing = listing
-        self.pages = pages
-        self.search = search
 
     # -- the view -------------------------------------------------------------------------------------------------
     @property

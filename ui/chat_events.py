@@ -43,7 +43,7 @@ class Wiring:
 
 
 def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: gr.Number) -> Wiring:
-    chat = ChatHandlers(ctx, tab, side.listing, side.pages, side.search)
+    chat = ChatHandlers(ctx, tab, side.listing)
     w = Wiring(ctx, tab, side, owner, tz, chat)
     common, outputs = w.common, w.outputs
     composer_helper()

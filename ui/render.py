@@ -214,6 +214,8 @@ def conversation_messages(conversation, links: Links, tr: Tr, live: dict | None 
         edited = made_by.get(first.id) if first is not None and first.role == "output" else None
         branch = edited if edited is not None and (latest_before is None or first.id != latest_before.id) else None
         messages.append(user_message(turn, number, branch, links, tr))
+        # (text the model was given besides the prompt, e.g. an enhanced prompt, belongs here: an assistant message
+        # with metadata={"title": ...}, which the chatbot shows as a collapsible block)
         messages.append(result_message(turn, number, links, tr, (live or {}).get(turn.id)))
         if turn.outputs:
             latest_before = turn.outputs[0]
