@@ -50,6 +50,8 @@ class TurnPlan:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     seeds: tuple[int, ...]
+    version_of: int | None = None  # the (1-based) number of the earlier turn this one is another version of
+    shown: bool = True  # the version on screen in its place
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,16 @@ def _entry_name(record) -> str:
     return f"{IMAGE_DIR}{record.id}.png"
 
 
-def conversation_document(conv: Conversation) -> tuple[dict, dict[str, Path]]:
-    """The JSON document of ``conv`` and the files to store beside it (zip name -> path); missing files are left out."""
+def conversation_document(conv: Conversation, every=None) -> tuple[dict, dict[str, Path]]:
+    """The JSON document of ``conv`` and the files to store beside it (zip name -> path); missing files are left out.
+
+    ``every``: all of its turns with every version (``Store.all_turns``), in order; a version names the number of its
+    original (``version_of``) and ``shown`` marks the one on screen. Without it, the turns shown."""
     files: dict[str, Path] = {}
     turns = []
-    for turn in conv.turns:
+    rows = list(every) if every is not None else list(conv.turns)
+    number = {t.id: n for n, t in enumerate(rows, 1)}
+    for turn in rows:
         inputs = [r for r in turn.inputs if r.path.is_file()]
         outputs = [r for r in turn.outputs if r.path.is_file()]
         files.update((_entry_name(r), r.path) for r in inputs + outputs)
@@ -87,6 +94,8 @@ def conversation_document(conv: Conversation) -> tuple[dict, dict[str, Path]]:
                 "inputs": [_entry_name(r) for r in inputs],
                 "outputs": [_entry_name(r) for r in outputs],
                 "seeds": [r.seed if r.seed is not None else (turn.seed or 0) for r in outputs],
+                "version_of": number.get(turn.version_of) if getattr(turn, "version_of", None) else None,
+                "shown": bool(getattr(turn, "shown", 1)),
             }
         )
     doc = {
@@ -108,7 +117,7 @@ def export_conversation(store, owner: str, conv_id: str, dest: Path) -> Path:
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / f"conversation-{conv.id[:8]}.zip"
-    doc, files = conversation_document(conv)
+    doc, files = conversation_document(conv, store.all_turns(owner, conv_id))
     with atomic_write(dest, ".zip") as f, zipfile.ZipFile(f, "w") as zf:
         text = json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True)
         zf.writestr(JSON_NAME, text, compress_type=zipfile.ZIP_DEFLATED)
@@ -203,9 +212,15 @@ def parse_turn(t, n: int) -> TurnPlan:
     seeds = t.get("seeds", [])
     ok = isinstance(seeds, list) and len(seeds) == len(outputs) and all(valid_seed(s) for s in seeds)
     _expect(ok, f"{where}: seeds must be one whole number per output")
+    version_of = t.get("version_of")
+    ok = version_of is None or (type(version_of) is int and 1 <= version_of < n)
+    _expect(ok, f"{where}: version_of must name an earlier turn")
+    shown = t.get("shown", True)
+    _expect(isinstance(shown, bool), f"{where}: shown must be true or false")
     return TurnPlan(
-        t["kind"], t["prompt"], t["settings"], t.get("seed"), t["status"], error, timings, inputs, outputs, tuple(seeds)
-    )
+        t["kind"], t["prompt"], t["settings"], t.get("seed"), t["status"], error, timings, inputs, outputs,
+        tuple(seeds), version_of, shown,
+    )  # fmt: skip
 
 
 def _no_constants(name: str):
@@ -227,7 +242,11 @@ def parse_document(data: bytes) -> ArchivePlan:
     _expect(title is None or (isinstance(title, str) and len(title) <= 5 * TITLE_MAX), "the title must be text")
     turns = doc.get("turns")
     _expect(isinstance(turns, list) and len(turns) <= MAX_TURNS, f"turns must be a list of at most {MAX_TURNS}")
-    return ArchivePlan(title, tuple(parse_turn(t, n) for n, t in enumerate(turns, 1)))
+    plan = ArchivePlan(title, tuple(parse_turn(t, n) for n, t in enumerate(turns, 1)))
+    for n, turn in enumerate(plan.turns, 1):
+        original = plan.turns[turn.version_of - 1] if turn.version_of else None
+        _expect(original is None or original.version_of is None, f"turn {n} is a version of a version")
+    return plan
 
 
 def check_references(plan: ArchivePlan, names) -> None:
@@ -289,14 +308,18 @@ def _add(store, owner: str, zf: zipfile.ZipFile, entries: dict, plan: ArchivePla
     _expect(conv_id is not None, "the owner is not valid")
     try:
         ids: dict[str, str] = {}
+        made: list[str] = []  # the new id of each turn, in order
         for turn in plan.turns:
             for name in turn.inputs:
                 if name not in ids:
                     record = store.add_input_image(owner, conv_id, load_png(zf, entries[name]))
                     _expect(record is not None, "the conversation was deleted during the import")
                     ids[name] = record.id
-            new = store.start_turn(owner, conv_id, turn.kind, turn.prompt, turn.settings, [ids[n] for n in turn.inputs])
+            inputs = [ids[n] for n in turn.inputs]
+            original = made[turn.version_of - 1] if turn.version_of else None
+            new = store.start_turn(owner, conv_id, turn.kind, turn.prompt, turn.settings, inputs, version_of=original)
             _expect(new is not None, "the conversation was deleted during the import")
+            made.append(new.id)
             if turn.status == "done":
                 images = [load_png(zf, entries[name]) for name in turn.outputs]
                 done = store.finish_turn(owner, new.id, images, list(turn.seeds), turn.settings, turn.timings)
@@ -306,6 +329,9 @@ def _add(store, owner: str, zf: zipfile.ZipFile, entries: dict, plan: ArchivePla
                 store.fail_turn(owner, new.id, _EXPORT_INTERRUPTED)
             else:
                 store.fail_turn(owner, new.id, turn.error or turn.status, turn.status)
+        for new_id, turn in zip(made, plan.turns, strict=True):  # the versions shown as they were
+            if turn.shown and any(t.version_of for t in plan.turns):
+                store.show_version(owner, new_id)
     except BaseException as exc:
         store.delete_conversation(owner, conv_id)
         if isinstance(exc, ValueError) and not isinstance(exc, ValidationError):  # the store refused a value

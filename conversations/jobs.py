@@ -109,6 +109,11 @@ class JobManager:
         for i in range(self._workers):
             threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True).start()
 
+    @property
+    def runs_in_watcher(self) -> bool:
+        """Whether jobs run only while someone watches them (ZeroGPU), not in worker threads."""
+        return self._in_slot is not None
+
     # -- submitting ---------------------------------------------------------------------------------------------
     def submit(
         self,
@@ -117,12 +122,13 @@ class JobManager:
         resolved: ResolvedRequest,
         input_image_ids: list[str],
         prompt_label: str | None = None,
+        version_of: str | None = None,
     ) -> JobSnapshot:
         """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
         its limits.
 
         ``resolved`` comes from ``backend.resolve``, which callers run first so that nothing is stored for an invalid
-        request.
+        request. ``version_of``: the turn this job makes another version of (regenerate), shown in its place.
         """
         with self._changed:
             waiting = len(self._order)
@@ -140,6 +146,7 @@ class JobManager:
             settings,
             list(input_image_ids),
             job_id=job_id,
+            version_of=version_of,
         )
         if turn is None:
             raise ValidationError("That conversation no longer exists; start a new chat.")
@@ -269,6 +276,9 @@ class JobManager:
         self._update(job, state="running", position=0)
 
         def on_progress(p: Progress) -> None:
+            last = job.snapshot.progress  # a live preview comes every few steps: the latest one stays shown
+            if p.preview is None and p.phase == "denoising" and last is not None and last.preview is not None:
+                p = replace(p, preview=last.preview)
             self._update(job, progress=p)
 
         try:

@@ -92,6 +92,7 @@ class Store:
         return conn.execute(sql, (turn_id, owner)).fetchone()
 
     def _load_turns(self, conn, owner: str, conv_id: str, turn_id: str | None = None) -> list[Turn]:
+        """Every turn row of the conversation (every version), or only ``turn_id``; in position order."""
         cond, args = "t.conversation_id = ?", [conv_id]
         if turn_id is not None:
             cond, args = cond + " AND t.id = ?", [*args, turn_id]
@@ -107,7 +108,19 @@ class Store:
         for row in conn.execute(sql, [*args, owner]):
             inputs.setdefault(row["for_turn"], []).append(schema.image_record(self._root, row))
         rows = conn.execute(f"SELECT t.* FROM turns t WHERE {cond} ORDER BY t.position", args).fetchall()
-        return [schema.turn_record(r, inputs.get(r["id"], ()), outputs.get(r["id"], ())) for r in rows]
+        versions = self._version_ids(conn, conv_id)
+        return [
+            schema.turn_record(r, inputs.get(r["id"], ()), outputs.get(r["id"], ()), versions.get(r["id"], ()))
+            for r in rows
+        ]
+
+    def _version_ids(self, conn, conv_id: str) -> dict[str, tuple[str, ...]]:
+        """For each turn of the conversation, the ids of all versions of its turn, oldest first."""
+        groups: dict[str, list[str]] = {}
+        sql = "SELECT id, version_of FROM turns WHERE conversation_id = ? ORDER BY position"
+        for r in conn.execute(sql, (conv_id,)):
+            groups.setdefault(r["version_of"] or r["id"], []).append(r["id"])
+        return {turn_id: tuple(ids) for ids in groups.values() for turn_id in ids}
 
     def _touch(self, conn, conv_id: str, now: float) -> None:
         conn.execute("UPDATE conversations SET updated_at = MAX(updated_at, ?) WHERE id = ?", (now, conv_id))
@@ -133,17 +146,23 @@ class Store:
             )
         return conv_id
 
-    def list_conversations(self, owner: str, query: str | None = None, limit: int = 100) -> list[ConversationSummary]:
-        """The owner's conversations, most recently updated first; ``query`` matches titles and prompts."""
+    def list_conversations(
+        self, owner: str, query: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ConversationSummary]:
+        """The owner's conversations, most recently updated first; ``query`` matches titles and prompts; ``offset``
+        skips that many (the next page)."""
         if not schema.valid_owner(owner):
             return []
         limit = max(1, min(int(limit), 1000)) if isinstance(limit, int) and not isinstance(limit, bool) else 100
+        offset = max(0, int(offset)) if isinstance(offset, int) and not isinstance(offset, bool) else 0
         sql = """SELECT c.id, c.title, c.updated_at,
-            (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turn_count,
-            (SELECT t.prompt FROM turns t WHERE t.conversation_id = c.id ORDER BY t.position LIMIT 1) AS first_prompt,
+            (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id AND t.version_of IS NULL) AS turn_count,
+            (SELECT t.prompt FROM turns t WHERE t.conversation_id = c.id AND t.version_of IS NULL
+                ORDER BY t.position LIMIT 1) AS first_prompt,
             (SELECT i.relpath FROM images i JOIN turns t ON t.id = i.turn_id
-                WHERE i.conversation_id = c.id AND i.role = 'output'
-                ORDER BY t.position DESC, i.position LIMIT 1) AS thumbnail
+                WHERE i.conversation_id = c.id AND i.role = 'output' AND t.shown = 1
+                ORDER BY COALESCE((SELECT r.position FROM turns r WHERE r.id = t.version_of), t.position) DESC,
+                    i.position LIMIT 1) AS thumbnail
             FROM conversations c WHERE c.owner_id = ?"""
         args: list = [owner]
         query = schema.storable(query.strip()[: schema.QUERY_MAX]) if isinstance(query, str) else ""
@@ -151,9 +170,9 @@ class Store:
             sql += """ AND (casefold(c.title) LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM turns t
                 WHERE t.conversation_id = c.id AND casefold(t.prompt) LIKE ? ESCAPE '\\'))"""
             args += [schema.like_pattern(query)] * 2
-        sql += " ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ?"
+        sql += " ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ? OFFSET ?"
         with self._tx(write=False) as conn:
-            rows = conn.execute(sql, [*args, limit]).fetchall()
+            rows = conn.execute(sql, [*args, limit, offset]).fetchall()
         return [
             ConversationSummary(
                 id=r["id"],
@@ -170,7 +189,7 @@ class Store:
             row = self._conversation_row(conn, owner, conv_id)
             if row is None:
                 return None
-            turns = tuple(self._load_turns(conn, owner, conv_id))
+            turns = schema.shown_turns(self._load_turns(conn, owner, conv_id))
         return Conversation(
             id=row["id"],
             owner_id=row["owner_id"],
@@ -180,6 +199,13 @@ class Store:
             turns=turns,
             custom_title=row["title"],
         )
+
+    def all_turns(self, owner: str, conv_id: str) -> list[Turn]:
+        """Every turn of the conversation with every version, in the order they were made (for archives)."""
+        with self._tx(write=False) as conn:
+            if self._conversation_row(conn, owner, conv_id) is None:
+                return []
+            return self._load_turns(conn, owner, conv_id)
 
     def rename_conversation(self, owner: str, conv_id: str, title: str) -> bool:
         """Give a conversation a name (one line, at most 200 characters); False for an empty name or unknown id."""
@@ -262,11 +288,14 @@ class Store:
         settings: dict,
         input_image_ids: Sequence[str],
         job_id: str | None = None,
+        version_of: str | None = None,
     ) -> Turn | None:
         """Record a running turn at the next position; None for an unknown conversation.
 
         Every input image must be the owner's, else ValueError (the same one for a missing image). An image from
         another of the owner's conversations is copied into this one, so each conversation keeps its own files.
+        ``version_of`` (a turn of this conversation, or one of its versions) makes the new turn another version of it,
+        shown in its place.
         """
         if kind not in schema.KINDS:
             raise ValueError(f"kind must be one of {', '.join(schema.KINDS)}, not {kind!r}")
@@ -287,13 +316,20 @@ class Store:
             with self._tx() as conn:
                 if self._conversation_row(conn, owner, conv_id) is None:
                     return None
+                root = None
+                if version_of is not None:
+                    original = self._turn_owner_row(conn, owner, version_of)
+                    if original is None or original["conversation_id"] != conv_id:
+                        raise ValueError("version_of must be a turn of this conversation")
+                    root = original["version_of"] or original["id"]
+                    conn.execute("UPDATE turns SET shown = 0 WHERE id = ? OR version_of = ?", (root, root))
                 inputs = self._resolve_inputs(conn, owner, conv_id, input_image_ids, copied)
                 sql = "SELECT COALESCE(MAX(position) + 1, 0) FROM turns WHERE conversation_id = ?"
                 position, now = conn.execute(sql, (conv_id,)).fetchone()[0], time.time()
                 conn.execute(
                     "INSERT INTO turns (id, conversation_id, position, kind, prompt, settings_json, seed, status,"
-                    " job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (turn_id, conv_id, position, kind, prompt, settings_json, seed, job_id, now),
+                    " job_id, created_at, version_of) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                    (turn_id, conv_id, position, kind, prompt, settings_json, seed, job_id, now, root),
                 )
                 conn.executemany(
                     "INSERT INTO turn_inputs (turn_id, image_id, position) VALUES (?, ?, ?)",
@@ -400,22 +436,36 @@ class Store:
                 self._touch(conn, row["conversation_id"], now)
             return self._load_turns(conn, owner, row["conversation_id"], turn_id)[0]
 
+    def show_version(self, owner: str, turn_id: str) -> Turn | None:
+        """Put this version of its turn on screen (it is what a follow-up edits when it is the latest); None for an
+        unknown turn."""
+        with self._tx() as conn:
+            row = self._turn_owner_row(conn, owner, turn_id)
+            if row is None:
+                return None
+            root = row["version_of"] or row["id"]
+            conn.execute("UPDATE turns SET shown = (id = ?) WHERE id = ? OR version_of = ?", (turn_id, root, root))
+            return self._load_turns(conn, owner, row["conversation_id"], turn_id)[0]
+
     def delete_last_turn(self, owner: str, conv_id: str) -> bool:
-        """Undo: remove the last turn, its images, and the attached images no other turn uses."""
+        """Undo: remove the last turn (with all its versions), its images, and the attached images no other turn
+        uses."""
         with self._tx() as conn:
             if self._conversation_row(conn, owner, conv_id) is None:
                 return False
-            sql = "SELECT id FROM turns WHERE conversation_id = ? ORDER BY position DESC LIMIT 1"
+            sql = "SELECT id FROM turns WHERE conversation_id = ? AND version_of IS NULL ORDER BY position DESC LIMIT 1"
             last = conn.execute(sql, (conv_id,)).fetchone()
             if last is None:
                 return False
-            turn_id = last["id"]
-            relpaths = [r[0] for r in conn.execute("SELECT relpath FROM images WHERE turn_id = ?", (turn_id,))]
-            sql = """SELECT i.id, i.relpath FROM images i WHERE i.conversation_id = ? AND i.turn_id IS NULL
-                AND i.id IN (SELECT image_id FROM turn_inputs WHERE turn_id = ?)
-                AND NOT EXISTS (SELECT 1 FROM turn_inputs o WHERE o.image_id = i.id AND o.turn_id != ?)"""
-            unused = conn.execute(sql, (conv_id, turn_id, turn_id)).fetchall()
-            conn.execute("DELETE FROM turns WHERE id = ?", (turn_id,))
+            root = last["id"]
+            group = [r[0] for r in conn.execute("SELECT id FROM turns WHERE id = ? OR version_of = ?", (root, root))]
+            marks = ",".join("?" * len(group))
+            relpaths = [r[0] for r in conn.execute(f"SELECT relpath FROM images WHERE turn_id IN ({marks})", group)]
+            sql = f"""SELECT i.id, i.relpath FROM images i WHERE i.conversation_id = ? AND i.turn_id IS NULL
+                AND i.id IN (SELECT image_id FROM turn_inputs WHERE turn_id IN ({marks}))
+                AND NOT EXISTS (SELECT 1 FROM turn_inputs o WHERE o.image_id = i.id AND o.turn_id NOT IN ({marks}))"""
+            unused = conn.execute(sql, (conv_id, *group, *group)).fetchall()
+            conn.execute("DELETE FROM turns WHERE id = ?", (root,))  # its versions follow (ON DELETE CASCADE)
             conn.executemany("DELETE FROM images WHERE id = ?", [(r["id"],) for r in unused])
             self._touch(conn, conv_id, time.time())
         self._unlink(relpaths + [r["relpath"] for r in unused])

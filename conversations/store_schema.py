@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -98,6 +98,15 @@ V2_STATEMENTS = (
 )
 
 
+# v3: result versions. Regenerating a turn adds a version of it (a turn row whose ``version_of`` is the original); the
+# versions of a turn share its place in the conversation, and ``shown`` marks the one on screen (and edited next).
+V3_STATEMENTS = (
+    "ALTER TABLE turns ADD COLUMN version_of TEXT REFERENCES turns(id) ON DELETE CASCADE",
+    "ALTER TABLE turns ADD COLUMN shown INTEGER NOT NULL DEFAULT 1",
+    "CREATE INDEX turns_version_of ON turns(version_of)",
+)
+
+
 def _v1(conn: sqlite3.Connection, image_root: Path) -> None:
     for statement in V1_STATEMENTS:
         conn.execute(statement)
@@ -114,7 +123,12 @@ def _v2(conn: sqlite3.Connection, image_root: Path) -> None:
             conn.execute("UPDATE images SET width = ?, height = ? WHERE id = ?", (size[0], size[1], image_id))
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection, Path], None], ...] = (_v1, _v2)
+def _v3(conn: sqlite3.Connection, image_root: Path) -> None:
+    for statement in V3_STATEMENTS:  # every existing turn is an original, shown
+        conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, Path], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -282,6 +296,19 @@ class Turn:
     timings: dict
     inputs: tuple[ImageRecord, ...] = ()
     outputs: tuple[ImageRecord, ...] = ()
+    version_of: str | None = None  # the original turn when this is a regenerated version of it
+    shown: int = 1  # 1 for the version on screen in its place in the conversation
+    version: int = 1  # this version's number among the turn's versions (1 = the original)
+    version_ids: tuple[str, ...] = ()  # the ids of all versions of this turn, oldest first
+
+    @property
+    def versions(self) -> int:
+        return max(1, len(self.version_ids))
+
+    @property
+    def root_id(self) -> str:
+        """The id of the original turn (the same for all of its versions)."""
+        return self.version_of or self.id
 
 
 @dataclass(frozen=True)
@@ -291,11 +318,11 @@ class Conversation:
     title: str  # the name given by the user, else the first prompt shortened, else "New conversation"
     created_at: float
     updated_at: float
-    turns: tuple[Turn, ...] = ()
+    turns: tuple[Turn, ...] = ()  # one per place in the conversation: the version shown
     custom_title: str | None = None  # the name given by the user; None while the title is automatic
 
     def latest_output(self) -> ImageRecord | None:
-        """The first image of the last turn that made images: what a follow-up message edits."""
+        """The first image of the last turn (its version shown) that made images: what a follow-up message edits."""
         for turn in reversed(self.turns):
             if turn.outputs:
                 return turn.outputs[0]
@@ -369,9 +396,34 @@ def image_record(root: Path, row) -> ImageRecord:
     return _from_row(ImageRecord, row, path=root / row["relpath"])
 
 
-def turn_record(row, inputs, outputs) -> Turn:
+def turn_record(row, inputs, outputs, versions: Sequence[str] = ()) -> Turn:
+    """A turn from its row; ``versions``: the ids of all versions of its turn, oldest first (this one among them)."""
     settings, timings = loads_dict(row["settings_json"]), loads_dict(row["timings_json"])
-    return _from_row(Turn, row, settings=settings, timings=timings, inputs=tuple(inputs), outputs=tuple(outputs))
+    ids = tuple(versions) or (row["id"],)
+    number = ids.index(row["id"]) + 1 if row["id"] in ids else 1
+    return _from_row(
+        Turn,
+        row,
+        settings=settings,
+        timings=timings,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        version=number,
+        version_ids=ids,
+    )
+
+
+def shown_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:
+    """One turn per place in the conversation (ordered by the original's position): the version shown, else the
+    newest."""
+    groups: dict[str, list[Turn]] = {}
+    for turn in sorted(turns, key=lambda t: t.position):
+        groups.setdefault(turn.root_id, []).append(turn)
+    out = []
+    for versions in groups.values():
+        shown = [t for t in versions if t.shown]
+        out.append(shown[-1] if shown else versions[-1])
+    return tuple(out)
 
 
 def image_files(root: Path) -> list[Path]:

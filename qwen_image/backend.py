@@ -37,6 +37,7 @@ class Progress:
     elapsed: float = 0.0
     eta: float | None = None
     message: str = ""
+    preview: object | None = None  # a small PIL image of the image being made (backends with live_preview only)
 
     @property
     def fraction(self) -> float:
@@ -67,6 +68,7 @@ class Capabilities:
     step_progress: bool  # reports each denoising step (otherwise phases only, and an estimate)
     settings: frozenset = REQUEST_SETTINGS  # which GenerationRequest settings it honours
     concurrent_jobs: int = 1  # jobs it runs at once (one GPU: 1; a pool of servers: their total)
+    live_preview: bool = False  # its denoising progress carries a preview image every few steps
 
     def accepts(self, setting: str) -> bool:
         return setting in self.settings

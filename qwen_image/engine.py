@@ -23,6 +23,7 @@ from .generation import GenerationRequest, GenerationResult, ResolvedRequest, Va
 from .hardware import Hardware
 from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
 from .planner import Workload, predict
+from .preview import latent_preview, preview_steps
 from .profiles import Profile
 from .registry import ModelSpec
 from .schedule import one_step_safe
@@ -113,7 +114,10 @@ class Engine:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            max_references=self.spec.max_references, transparent=self.spec.transparent, step_progress=True
+            max_references=self.spec.max_references,
+            transparent=self.spec.transparent,
+            step_progress=True,
+            live_preview=True,
         )
 
     def estimate_seconds(self, request: ResolvedRequest) -> float:
@@ -301,6 +305,7 @@ class Engine:
         marks: dict[str, float] = {}
         total = r.steps
         report(Progress("encoding", 0, total, 0.0, None, "reading the prompt"))
+        previews = preview_steps(total)
 
         def first_call(module, args):
             marks.setdefault("denoise", time.monotonic())
@@ -317,7 +322,8 @@ class Engine:
             done = i + 1
             per_step = (now - start) / done
             eta = per_step * (total - done) + self._last_decode_s
-            report(Progress("denoising", done, total, now - t0, eta, f"step {done}/{total}"))
+            shown = _preview(kwargs.get("latents"), r) if done in previews else None
+            report(Progress("denoising", done, total, now - t0, eta, f"step {done}/{total}", shown))
             return {}
 
         hook = pipe.transformer.register_forward_pre_hook(first_call)
@@ -419,6 +425,14 @@ class Engine:
             self._loaded = None
             self.embed_cache.clear()
             self._recover_memory()
+
+
+def _preview(latents, r: ResolvedRequest):
+    try:
+        return latent_preview(latents, r.width, r.height)
+    except Exception:  # a preview is a nicety: never fail a job over it
+        log.exception("latent preview failed")
+        return None
 
 
 def _safe(on_progress):

@@ -7,7 +7,7 @@
 #
 # Python packages go into the active virtual environment, or into .venv/ (created here) when none is active. The
 # browser test drives Debian's Chromium with Playwright (no browser download); it is installed with apt-get when
-# missing, with an emoji font so that the screenshots show the page as users see it.
+# missing, with an emoji font and a Chinese font so that the screenshots show the page as users see it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +23,12 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
 
-if [ "$fast" = 0 ] && { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "color emoji"; }; then
+if [ "$fast" = 0 ] && { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "color emoji" \
+    || ! fc-list 2>/dev/null | grep -qi "wqy"; }; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji fonts-wqy-zenhei >/dev/null
 fi
 
 export HF_HUB_OFFLINE=1  # every model in the tests is built locally

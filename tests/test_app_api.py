@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from appserver import client, running_app
@@ -46,42 +47,45 @@ def conversations(app, owner_hint_prompt: str):
 def test_chat_generate_edit_regenerate_branch_undo(app):
     c = client(app)
     out = chat(c, "a red fox in the snow")
-    messages, selected, download = out[0], out[1], out[2]
+    messages, info, download = out[0], out[1], out[2]
     assert messages[0]["role"] == "user" and "red fox" in str(messages[0]["content"])
-    assert any(part.get("type") == "file" for m in messages for part in m["content"])
-    assert "#1" in selected
+    assert 'alt="a red fox in the snow"' in str(messages[1]["content"])  # the image, with the prompt as alt text
+    assert info.startswith("#1")
     with Image.open(download) as im:
         assert "parameters" in im.info and "red fox" in im.info["parameters"]
+    assert Path(download).name.startswith("a-red-fox-in-the-snow-")  # named after the prompt and seed
 
     out = chat(c, "make it blue")
-    assert "#2" in out[1]
+    assert out[1].startswith("#2") and "next message edits the image of **#2**" in out[1]
     [(owner, conv_id, conv)] = conversations(app, "a red fox in the snow")
     first, second = conv.turns
     assert second.kind == "edit" and second.inputs[0].id == first.outputs[0].id
 
+    # regenerate: a new version of the latest turn, in its place
     out = c.predict(api_name="/regenerate")
     conv = conversations(app, "a red fox in the snow")[0][2]
-    assert len(conv.turns) == 3
-    assert conv.turns[2].prompt == "make it blue" and conv.turns[2].status == "done"
-    assert conv.turns[2].outputs[0].seed != conv.turns[1].outputs[0].seed
+    assert len(conv.turns) == 2 and (conv.turns[1].version, conv.turns[1].versions) == (2, 2)
+    assert conv.turns[1].prompt == "make it blue" and conv.turns[1].status == "done"
+    assert conv.turns[1].outputs[0].seed != second.outputs[0].seed
+    out = c.predict(2, -1, api_name="/show_version")  # back to the first version of turn 2
+    assert conversations(app, "a red fox in the snow")[0][2].turns[1].id == second.id
 
     # branch from the first image
-    c.predict(1, api_name="/select_turn")
-    sel = c.predict(api_name="/use_as_input")
+    sel = c.predict(1, api_name="/use_as_input")
     assert "edits the image of **#1**" in sel[1]
     chat(c, "add a hat")
     conv = conversations(app, "a red fox in the snow")[0][2]
-    assert len(conv.turns) == 4
-    assert conv.turns[3].inputs[0].id == conv.turns[0].outputs[0].id
+    assert len(conv.turns) == 3
+    assert conv.turns[2].inputs[0].id == conv.turns[0].outputs[0].id
     # the branch is used once: the next message edits the latest image again
     chat(c, "make the hat red")
     conv = conversations(app, "a red fox in the snow")[0][2]
-    assert conv.turns[4].inputs[0].id == conv.turns[3].outputs[0].id
+    assert conv.turns[3].inputs[0].id == conv.turns[2].outputs[0].id
 
-    undone_files = [o.path for o in conv.turns[4].outputs]
+    undone_files = [o.path for o in conv.turns[3].outputs]
     c.predict(api_name="/undo")
     conv = conversations(app, "a red fox in the snow")[0][2]
-    assert len(conv.turns) == 4
+    assert len(conv.turns) == 3
     assert not any(p.exists() for p in undone_files)
 
 
@@ -120,7 +124,7 @@ def test_stop_mid_generation_then_next_request_works(app):
     conv = conversations(app, "a slow painting")[0][2]
     assert conv.turns[0].status == "cancelled" and not conv.turns[0].outputs
     out = chat(c, "a quick sketch")
-    assert "#2" in out[1]
+    assert out[1].startswith("#2")
 
 
 def test_validation_error_then_success(app):
@@ -134,7 +138,7 @@ def test_validation_error_then_success(app):
     with pytest.raises(AppError, match="negative prompt"):
         chat(c, "a cat", cfg=4.0, negative="")
     out = chat(c, "a cat on a windowsill")
-    assert "#1" in out[1]
+    assert out[1].startswith("#1")
 
 
 def test_two_clients_never_see_each_other(app):
@@ -157,7 +161,8 @@ def test_two_clients_never_see_each_other(app):
     [(owner_b, conv_b, _)] = conversations(app, "beta")
     assert owner_a != owner_b
     items = b.predict("alpha", api_name="/search_conversations")
-    assert items == [] or all("alpha" not in str(i) for i in items)
+    assert items == []
+    assert [i["title"] for i in a.predict("alpha", api_name="/search_conversations")] == ["alpha secret"]
     with pytest.raises(AppError, match="No such conversation"):
         b.predict(conv_a, api_name="/open_conversation")
     # B's view of its own chat holds only its own turn
@@ -176,8 +181,35 @@ def test_generate_and_edit_tabs(app, tmp_path):
         assert im.format == "PNG" and "lighthouse" in im.info["parameters"]
     refs = [{"image": handle_file(png), "caption": None}]
     gallery, info, compare = c.predict(refs, "make it day", None, api_name="/edit")
+    assert Path(gallery[0]["image"]).name.startswith("make-it-day-")
     assert len(gallery) == 1 and "seeds" in info
     # the before/after slider: the reference scaled to the result's size, and the result
     with Image.open(gallery[0]["image"]) as result, Image.open(compare[0]) as before, Image.open(compare[1]) as after:
         assert before.size == after.size == result.size
         assert list(after.convert("RGB").getdata()) == list(result.convert("RGB").getdata())
+
+
+def test_a_marked_edit_compares_the_clean_reference(app, tmp_path):
+    """The red marks go to the model; the before/after slider shows the reference as it was."""
+    from gradio_client import handle_file
+
+    c = client(app)
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(ref)
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 42, 42, 255), (8, 8, 40, 40))
+    layer_path, composite = tmp_path / "layer.png", tmp_path / "composite.png"
+    layer.save(layer_path)
+    marked = Image.open(ref).convert("RGBA")
+    marked.alpha_composite(layer)
+    marked.save(composite)
+    marks = {"background": handle_file(str(ref)), "layers": [handle_file(str(layer_path))],
+             "composite": handle_file(str(composite))}  # fmt: skip
+    refs = [{"image": handle_file(str(ref)), "caption": None}]
+    gallery, info, compare = c.predict(refs, "remove the marked square", marks, api_name="/edit")
+    conv = [cv for _, _, cv in conversations(app, "remove the marked square")][0]
+    with Image.open(conv.turns[0].inputs[0].path) as sent:
+        assert sent.convert("RGB").getpixel((20, 20)) == (255, 42, 42)  # the model got the marks
+    with Image.open(compare[0]) as before:
+        r, g, b = before.convert("RGB").resize((64, 64)).getpixel((20, 20))
+        assert b > r  # the slider's "before" is the clean (blue) reference

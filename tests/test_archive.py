@@ -87,6 +87,22 @@ def test_round_trip(store, conversation, tmp_path):
     assert store.get_conversation(A, conversation) == old  # the original is untouched
 
 
+def test_versions_travel_with_the_archive(store, tmp_path):
+    conv = store.create_conversation(A)
+    first = store.start_turn(A, conv, "generate", "a red fox", {**SETTINGS, "seed": 1}, [])
+    first = store.finish_turn(A, first.id, [tiny(1)], [1], {**SETTINGS, "seed": 1})
+    again = store.start_turn(A, conv, "generate", "a red fox", {**SETTINGS, "seed": 2}, [], version_of=first.id)
+    again = store.finish_turn(A, again.id, [tiny(2)], [2], {**SETTINGS, "seed": 2})
+    edit = store.start_turn(A, conv, "edit", "blue", {**SETTINGS, "seed": 3}, [again.outputs[0].id])
+    store.finish_turn(A, edit.id, [tiny(3)], [3], {**SETTINGS, "seed": 3})
+    store.show_version(A, first.id)  # the first version is on screen
+    copy = store.get_conversation(B, import_conversation(store, B, export_conversation(store, A, conv, tmp_path)))
+    assert [(t.prompt, t.versions, t.version) for t in copy.turns] == [("a red fox", 2, 1), ("blue", 1, 1)]
+    versions = [store.get_turn(B, i) for i in copy.turns[0].version_ids]
+    assert [v.outputs[0].seed for v in versions] == [1, 2]
+    assert copy.turns[1].inputs[0].id == versions[1].outputs[0].id  # the edit still uses version 2's image
+
+
 def test_export_into_a_folder_and_renamed_title(store, conversation, tmp_path):
     store.rename_conversation(A, conversation, "My fox")
     path = export_conversation(store, A, conversation, tmp_path)
@@ -196,6 +212,11 @@ BAD_DOCS = {
     "uses a later image": lambda d: set_turn("inputs", d["turns"][1]["outputs"])(d),
     "outputs of a failed turn": set_turn("status", "failed"),
     "turn not an object": top("turns", [1, 2]),
+    "version of itself": set_turn("version_of", 1),
+    "version of a later turn": set_turn("version_of", 3),
+    "version_of text": set_turn("version_of", "1", turn=1),
+    "version of a version": lambda d: set_turn("version_of", 2, turn=2)(set_turn("version_of", 1, turn=1)(d)),
+    "shown not a bool": set_turn("shown", "yes"),
     "not an object": lambda d: [d],
     "not JSON": lambda d: b"{not json",
     "not UTF-8": lambda d: b"\xff\xfe{}",

@@ -266,6 +266,39 @@ def test_progress_events(engine):
     assert phases == ["encoding", "denoising", "decoding", "done"]
 
 
+def test_denoising_progress_carries_a_live_preview(engine):
+    """A cheap latent-to-RGB preview every few steps (the last one included), shaped like the image being made."""
+    from qwen_image.preview import preview_steps
+
+    assert engine.capabilities.live_preview
+    events: list[Progress] = []
+    req = GenerationRequest(prompt="a wide river", seed=4, steps=5, aspect_ratio="16:9")
+    result = engine.generate(req, on_progress=events.append)
+    shown = [e for e in events if e.phase == "denoising" and e.preview is not None]
+    assert {e.step for e in shown} == set(preview_steps(5)) and shown[-1].step == 5
+    w, h = result.images[0].size
+    pw, ph = shown[-1].preview.size
+    assert pw > ph and abs(pw / ph - w / h) < 0.25 and max(pw, ph) <= 256
+    assert len(set(shown[-1].preview.getdata())) > 4  # a picture, not a flat colour
+    edit = GenerationRequest(prompt="make it blue", seed=1, steps=2, images=(result.images[0],))
+    events.clear()
+    engine.generate(edit, on_progress=events.append)
+    assert any(e.preview is not None for e in events if e.phase == "denoising")  # edits too
+
+
+def test_latent_preview_layouts():
+    import torch
+
+    from qwen_image.preview import latent_preview, preview_steps, token_grid
+
+    assert latent_preview(torch.randn(1, 4 * 8, 64), 128, 64).size == (256, 128)  # tokens x channels
+    assert latent_preview(torch.randn(1, 16, 4, 8), 128, 64).size == (256, 128)  # channels x rows x cols
+    assert latent_preview(torch.randn(1, 16, 1, 4, 8), 128, 64).size == (256, 128)  # with a frame axis
+    assert latent_preview(torch.randn(1, 7, 64), 128, 64) is None and latent_preview(None, 64, 64) is None
+    assert token_grid(12, 64, 48) == (3, 4)
+    assert preview_steps(40) == frozenset(range(5, 41, 5)) and preview_steps(3) == {1, 2, 3}
+
+
 def test_broken_progress_listener_does_not_kill_the_job(engine21):
     def listener(progress):
         raise RuntimeError("listener bug")

@@ -66,6 +66,24 @@ def test_slow_steps_are_each_shown(tmp_path):
     assert seen[-1].state == "done"
 
 
+class PreviewEngine(FastEngine):
+    """A live preview after step 1 only, like the engine's every-few-steps previews."""
+
+    def generate(self, resolved, on_progress=None, cancel=None):
+        for i in range(1, self.steps + 1):
+            time.sleep(self.step_seconds)
+            preview = Image.new("RGB", (8, 8), "green") if i == 1 else None
+            on_progress(Progress("denoising", i, self.steps, preview=preview))
+        return super().generate(resolved, lambda p: None, cancel)
+
+
+def test_the_latest_live_preview_stays_until_the_next(tmp_path):
+    seen = follow_all(PreviewEngine(steps=4, step_seconds=0.3), tmp_path, every=0.1)
+    running = [s.progress for s in seen if s.state == "running" and s.progress is not None]
+    assert [p.step for p in running] == [1, 2, 3, 4]
+    assert all(p.preview is not None and p.preview.getpixel((0, 0)) == (0, 128, 0) for p in running)
+
+
 class GatedEngine(FastEngine):
     """Each job waits until released, so that the test sees how many run at once."""
 

@@ -112,8 +112,7 @@ def test_export_import_and_reuse_settings(tmp_path):
         chat(c, "make it gold")
         zip_path = c.predict(api_name="/export_conversation")
         # reuse settings of turn 1: the panel gets its seed and steps, the message box its prompt
-        c.predict(1, api_name="/select_turn")
-        values = c.predict(api_name="/reuse_settings")
+        values = c.predict(1, api_name="/reuse_settings")
         assert values[2] == 3 and values[5] == 1234 and values[6] is False
         assert values[-1]["text"] == "a teapot"
         # from a PNG made by this app

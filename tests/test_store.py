@@ -478,7 +478,7 @@ def test_migration_from_v1(tmp_path):
     ids = make_v1_database(tmp_path)
     with Store(tmp_path) as s:
         conn = sqlite3.connect(tmp_path / "history.sqlite3")
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2 == store_schema.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3 == store_schema.SCHEMA_VERSION
         conn.close()
         conv = s.get_conversation(A, ids["conv"])
         assert conv.title == "old fox" and (conv.created_at, conv.updated_at) == (1.0, 3.0)
@@ -500,6 +500,65 @@ def test_migration_from_v1(tmp_path):
         assert len(s.get_conversation(A, ids["conv"]).turns) == 3
 
 
+def test_migration_from_v2_adds_versions(tmp_path):
+    ids = make_v1_database(tmp_path)
+    conn = sqlite3.connect(tmp_path / "history.sqlite3")
+    conn.isolation_level = None
+    conn.execute("BEGIN")
+    store_schema.MIGRATIONS[1](conn, tmp_path / "images")  # the database as version 2 of the program left it
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("COMMIT")
+    conn.close()
+    with Store(tmp_path) as s:
+        conn = sqlite3.connect(tmp_path / "history.sqlite3")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        conn.close()
+        conv = s.get_conversation(A, ids["conv"])
+        first, second = conv.turns
+        assert (first.version_of, first.shown, first.version, first.versions) == (None, 1, 1, 1)
+        assert s.list_conversations(A)[0].turn_count == 2
+        # an old turn gets a new version in its place
+        again = s.start_turn(A, ids["conv"], "generate", "old fox", {"seed": 5}, [], version_of=ids["t1"])
+        s.finish_turn(A, again.id, [tiny(5)], [5], {"seed": 5})
+        conv = s.get_conversation(A, ids["conv"])
+        assert [t.id for t in conv.turns] == [again.id, ids["t2"]] and conv.turns[0].version == 2
+        assert s.list_conversations(A)[0].turn_count == 2
+
+
+def test_versions_share_a_place_and_the_shown_one_counts(store):
+    conv = store.create_conversation(A)
+    first = make_turn(store, A, conv, "a fox", seed=1)
+    second = make_turn(store, A, conv, "blue", seed=2, inputs=[first.outputs[0].id], kind="edit")
+    v2 = store.start_turn(A, conv, "edit", "blue", {"seed": 3}, [first.outputs[0].id], version_of=second.id)
+    v2 = store.finish_turn(A, v2.id, [tiny(3)], [3], {"seed": 3})
+    v3 = store.start_turn(A, conv, "edit", "blue", {"seed": 4}, [first.outputs[0].id], version_of=v2.id)
+    assert v3.version_of == second.id and v3.version_ids == (second.id, v2.id, v3.id) and v3.version == 3
+    shown = store.get_conversation(A, conv).turns
+    assert [t.id for t in shown] == [first.id, v3.id] and shown[1].status == "running"
+    assert store.get_conversation(A, conv).latest_output().id == first.outputs[0].id  # v3 has no image yet
+    assert store.show_version(A, v2.id).shown == 1
+    conv_now = store.get_conversation(A, conv)
+    assert conv_now.turns[1].id == v2.id and conv_now.latest_output().id == v2.outputs[0].id
+    assert store.list_conversations(A)[0].thumbnail == v2.outputs[0].path
+    assert store.show_version(B, v2.id) is None  # someone else's turn
+    with pytest.raises(ValueError, match="version_of"):
+        store.start_turn(A, store.create_conversation(A), "edit", "x", {}, [], version_of=second.id)
+    files = [o.path for o in second.outputs + v2.outputs]
+    assert store.delete_last_turn(A, conv)  # the turn goes with all its versions
+    assert [t.id for t in store.get_conversation(A, conv).turns] == [first.id]
+    assert not any(p.exists() for p in files) and store.get_turn(A, v3.id) is None
+
+
+def test_conversation_pages(store):
+    made = [store.create_conversation(A, f"chat {n}") for n in range(5)]
+    page1 = store.list_conversations(A, limit=2)
+    page2 = store.list_conversations(A, limit=2, offset=2)
+    page3 = store.list_conversations(A, limit=2, offset=4)
+    seen = [c.id for c in page1 + page2 + page3]
+    assert sorted(seen) == sorted(made) and len(set(seen)) == 5 and len(page3) == 1
+    assert store.list_conversations(A, offset=-3) == store.list_conversations(A)
+
+
 def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
     ids = make_v1_database(tmp_path)
 
@@ -508,6 +567,7 @@ def test_failed_migration_changes_nothing(tmp_path, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(store_schema, "MIGRATIONS", (store_schema.MIGRATIONS[0], broken))
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", 2)
     with pytest.raises(RuntimeError, match="disk on fire"):
         Store(tmp_path)
     conn = sqlite3.connect(tmp_path / "history.sqlite3")
@@ -531,7 +591,7 @@ def test_newer_database_is_refused(tmp_path):
 def test_fresh_database_settings(store):
     conn = sqlite3.connect(store.data_dir / "history.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
     assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.image_root == store.data_dir / "images" and store.image_root.is_dir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from PIL import Image
 
@@ -25,6 +27,7 @@ class StandIn:
 
     def __init__(self):
         self.ran = []
+        self.hold = None  # a threading.Event: each job waits for it (a job that is still running)
 
     status = BackendStatus("ready", "ready", SPEC.key, SPEC.label, "", "none", demo=True)
 
@@ -38,6 +41,8 @@ class StandIn:
         return resolve(request, self.spec)
 
     def generate(self, request, on_progress=None, cancel=None):
+        if self.hold is not None:
+            self.hold.wait(30)
         self.ran.append(request)
         images = tuple(Image.new("RGB", (request.width, request.height), "blue") for _ in request.seeds)
         return GenerationResult(images=images, seeds=request.seeds, request=request)
@@ -78,15 +83,53 @@ def test_chat_generates_then_edits_the_latest_image_then_the_branch(service):
     conv = first.conversation_id
     second = finish(service, service.chat(OWNER, conv, TurnSettings().request(SPEC, "make it blue")))
     assert second.kind == "edit" and [i.id for i in second.inputs] == [first.outputs[0].id]
-    # attachments follow the edited image, in order: <image1> is the latest result, then the uploads
+    # attachments replace the implicit latest image: <image1> is the first upload
     uploads = [TurnImage(png("red")), TurnImage(png("green"))]
-    third = finish(service, service.chat(OWNER, conv, TurnSettings().request(SPEC, "<image3> on <image1>"), uploads))
-    assert [i.id for i in third.inputs][0] == second.outputs[0].id and len(third.inputs) == 3
-    assert [i.role for i in third.inputs] == ["output", "input", "input"]
-    # a branch: the next message edits the chosen image instead of the latest
+    third = finish(service, service.chat(OWNER, conv, TurnSettings().request(SPEC, "<image2> on <image1>"), uploads))
+    assert [i.role for i in third.inputs] == ["input", "input"]
+    # a branch: the next message edits the chosen image instead of the latest, followed by any attachments
     branched = service.chat(OWNER, conv, TurnSettings().request(SPEC, "add a hat"), branch=first.outputs[0].id)
     assert [i.id for i in finish(service, branched).inputs] == [first.outputs[0].id]
     assert service.backend.ran[-1].mode == "edit" and len(service.backend.ran[-1].images) == 1
+    both = service.chat(OWNER, conv, TurnSettings().request(SPEC, "mix"), [TurnImage(png("red"))], first.outputs[0].id)
+    assert [i.role for i in finish(service, both).inputs] == ["output", "input"]
+
+
+def test_the_model_maximum_of_attachments_fits_and_one_more_is_refused(service):
+    first = finish(service, service.chat(OWNER, None, TurnSettings().request(SPEC, "a red fox")))
+    conv, most = first.conversation_id, SPEC.max_references
+    full = finish(
+        service, service.chat(OWNER, conv, TurnSettings().request(SPEC, "all"), [TurnImage(png("red"))] * most)
+    )
+    assert len(full.inputs) == most and all(i.role == "input" for i in full.inputs)
+    with pytest.raises(ValidationError, match=f"at most {most}"):
+        service.chat(
+            OWNER, conv, TurnSettings().request(SPEC, "x"), [TurnImage(png("red"))] * most, first.outputs[0].id
+        )
+
+
+def test_edit_target_says_what_the_next_message_edits(service):
+    assert service.target(OWNER, None, None, 0).source == "none"
+    first = finish(service, service.chat(OWNER, None, TurnSettings().request(SPEC, "a red fox")))
+    conv = first.conversation_id
+    second = finish(service, service.chat(OWNER, conv, TurnSettings().request(SPEC, "blue")))
+    latest = service.target(OWNER, conv, None, 0)
+    assert (latest.source, latest.base.id, latest.turn_number, latest.count) == ("latest", second.outputs[0].id, 2, 1)
+    attached = service.target(OWNER, conv, None, 3)
+    assert (attached.source, attached.base, attached.count) == ("attachments", None, 3)
+    chip = service.target(OWNER, conv, first.outputs[0].id, 2)
+    assert (chip.source, chip.turn_number, chip.count) == ("branch", 1, 3)
+
+
+def test_a_second_message_while_the_conversation_is_busy_is_refused(service):
+    service.backend.hold = threading.Event()
+    first = service.chat(OWNER, None, TurnSettings().request(SPEC, "a red fox"))
+    with pytest.raises(ValidationError, match="still being made"):
+        service.chat(OWNER, first.conversation_id, TurnSettings().request(SPEC, "again"))
+    other = service.chat(OWNER, None, TurnSettings().request(SPEC, "elsewhere"))  # another conversation: queued
+    assert other.state == "queued" and other.conversation_id != first.conversation_id
+    service.backend.hold.set()
+    assert finish(service, other).status == "done"
 
 
 def test_an_invalid_request_stores_nothing(service):
@@ -125,8 +168,17 @@ def test_regenerate_runs_the_turn_again_with_its_inputs_and_a_new_seed(service):
     assert again.prompt == "at night" and [i.id for i in again.inputs] == [i.id for i in edit.inputs]
     assert (again.settings["width"], again.settings["height"]) == (edit.settings["width"], edit.settings["height"])
     assert again.outputs[0].seed != edit.outputs[0].seed
+    # a new version in place, shown, and what a follow-up edits
+    shown = service.store.get_conversation(OWNER, conv).turns
+    assert [t.id for t in shown] == [first.id, again.id] and (again.version, again.versions) == (2, 2)
+    assert service.target(OWNER, conv, None, 0).base.id == again.outputs[0].id
+    back = service.show_version(OWNER, again.id, -1)
+    assert back.id == edit.id and service.store.get_conversation(OWNER, conv).turns[1].id == edit.id
+    assert service.target(OWNER, conv, None, 0).base.id == edit.outputs[0].id
+    assert service.show_version(OWNER, edit.id, -5).id == edit.id  # clamped at the first version
     older = finish(service, service.regenerate(OWNER, conv, first.id))
-    assert older.kind == "generate" and older.position == 3
+    assert older.kind == "generate" and older.version_of == first.id and older.versions == 2
+    assert len(service.store.get_conversation(OWNER, conv).turns) == 2
     with pytest.raises(ValidationError, match="nothing to regenerate"):
         service.regenerate(OWNER, None)
     other = service.store.create_conversation(OWNER)

@@ -13,6 +13,7 @@ from qwen_image.generation import resolve
 from qwen_image.registry import load_registry
 from ui import render
 from ui.context import AppContext
+from ui.i18n import Tr
 
 
 @pytest.fixture
@@ -55,55 +56,125 @@ def test_user_text_is_escaped():
     assert render.escape_html('"<b>"') == "&quot;&lt;b&gt;&quot;"
 
 
-def test_conversation_messages_map_every_message_to_its_turn():
+def _turn(id, prompt, outputs=(), inputs=(), status="done", error="", settings=None, versions=1, version=1):
+    return SimpleNamespace(
+        id=id,
+        prompt=prompt,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        status=status,
+        error=error,
+        settings=settings or {"width": 64, "height": 48, "steps": 4},
+        timings={"total": 1.0},
+        versions=versions,
+        version=version,
+    )
+
+
+LINKS = render.Links(
+    lambda rec: f"/p/{rec.id}.webp", lambda rec, prompt: (f"/d/{rec.id}.png", f"{prompt}-{rec.seed}.png")
+)
+
+
+def test_bubbles_escape_user_text_and_carry_their_actions():
     img = SimpleNamespace(id="i1", role="output", seed=5)
     upload = SimpleNamespace(id="u1", role="input", seed=None)
-    t1 = SimpleNamespace(
-        id="t1",
-        prompt="a <b>cat</b>",
-        inputs=(),
-        outputs=(img,),
-        status="done",
-        error="",
-        settings={"width": 64, "height": 64, "steps": 4},
-        timings={"total": 1.0},
-    )
-    t2 = SimpleNamespace(
-        id="t2",
-        prompt="edit",
-        inputs=(img, upload),
-        outputs=(),
-        status="failed",
-        error="<script>x</script>",
-        settings={},
-        timings={},
-    )
+    t1 = _turn("t1", 'a <b>cat</b> "x"', outputs=(img,))
+    t2 = _turn("t2", "edit", inputs=(img, upload), status="failed", error="<script>x</script>")
     conv = SimpleNamespace(turns=(t1, t2))
-    messages, owners = render.conversation_messages(conv, lambda rec: f"/p/{rec.id}.webp")
-    assert len(messages) == len(owners)
-    assert owners == ["t1", "t1", "t1", "t2", "t2", "t2"]
-    assert "&lt;b&gt;" in messages[0]["content"]
-    assert messages[4]["content"]["path"] == "/p/u1.webp"  # the attachment, not the edited image
-    assert "&lt;script&gt;" in messages[-1]["content"]
-    assert "seed 5" in messages[2]["content"] and "64×64" in messages[2]["content"]
+    messages = render.conversation_messages(conv, LINKS, Tr())
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert "&lt;b&gt;cat&lt;/b&gt;" in messages[0]["content"] and "<b>cat" not in messages[0]["content"]
+    result = messages[1]["content"]
+    assert 'alt="a &lt;b&gt;cat&lt;/b&gt; &quot;x&quot;"' in result  # the prompt is the image's alt text
+    for action in ("edit", "regenerate", "reuse", "to_edit"):
+        assert f'name="{action}" value="t1"' in result
+    assert 'download="a &lt;b&gt;cat&lt;/b&gt; &quot;x&quot;-5.png"' in result and "seed 5" in result
+    assert "/p/u1.webp" in messages[2]["content"] and "qic-branch" not in messages[2]["content"]  # the latest: no chip
+    assert "&lt;script&gt;" in messages[3]["content"] and 'name="regenerate"' in messages[3]["content"]
+    assert all("\n" not in m["content"] for m in messages)  # one HTML block each: Markdown leaves them alone
 
 
-def test_finished_turns_link_their_full_resolution_pngs(tmp_path):
-    from ui.media import Media
+def test_versions_branches_and_progress_in_the_bubbles():
+    a, b = SimpleNamespace(id="a", role="output", seed=1), SimpleNamespace(id="b", role="output", seed=2)
+    t1 = _turn("t1", "fox", outputs=(a,))
+    t2 = _turn("t2", "blue", outputs=(b,), inputs=(a,), versions=3, version=2)
+    t3 = _turn("t3", "hat", inputs=(a,), status="running")  # edits #1 although #2 is the latest: a branch
+    from PIL import Image
 
+    from qwen_image.backend import Progress
+
+    live = SimpleNamespace(
+        state="running", position=0, progress=Progress("denoising", 3, 8, 1.0, 4.0, "", Image.new("RGB", (32, 16)))
+    )
+    messages = render.conversation_messages(SimpleNamespace(turns=(t1, t2, t3)), LINKS, Tr(), {"t3": live})
+    assert "2/3" in messages[3]["content"] and 'value="t2:-1"' in messages[3]["content"]
+    assert "qic-branch" in messages[4]["content"] and "edits image #1" in messages[4]["content"]
+    pending = messages[5]["content"]
+    assert "Step 3/8" in pending and "about 4 s left" in pending and 'name="stop" value="t3"' in pending
+    assert "data:image/webp;base64," in pending and '<progress value="3" max="8"' in pending
+
+
+def test_composer_chip_and_placeholder():
+    from conversations.turns import EditTarget
+
+    img = SimpleNamespace(id="a")
+    latest = EditTarget("latest", img, 3)
+    assert "Editing the latest image (#3)" in render.chip_html(latest, LINKS, Tr())
+    assert "qic-chip-attach" in render.chip_html(latest, LINKS, Tr())  # shown by CSS while files are attached
+    chosen = render.chip_html(EditTarget("branch", img, 1), LINKS, Tr())
+    assert "Editing image #1" in chosen and 'name="unchip"' in chosen
+    assert "#3" in render.placeholder(latest, Tr()) and "create" in render.placeholder(EditTarget("none"), Tr())
+    assert "编辑" in render.chip_html(latest, LINKS, Tr("zh-CN"))
+
+
+def test_download_names_are_a_prompt_slug_and_the_seed(tmp_path):
+    from ui.media import Media, file_name
+
+    assert file_name("A red fox, in the snow!", 123) == "a-red-fox-in-the-snow-123.png"
+    assert file_name("一只红狐狸", 5) == "一只红狐狸-5.png"
+    assert file_name("../../etc/passwd", 1) == "etc-passwd-1.png" and file_name("***", 9) == "qwen-image-9.png"
+    assert len(file_name("word " * 50, 1)) < 70
     png = tmp_path / "stored.png"
     png.write_bytes(b"\x89PNG fake")
-    outs = tuple(SimpleNamespace(id=f"i{n}", role="output", seed=n, path=png) for n in (7, 8))
-    turn = SimpleNamespace(
-        id="t", prompt="p", inputs=(), outputs=outs, status="done", error="", settings={}, timings={}
-    )
     media = Media(tmp_path / "out box")
-    line = render.turn_messages(turn, lambda rec: "x.webp", 3, media.download_url)[-1]["content"]
-    assert "[⬇ 1](gradio_api/file=" in line and "[⬇ 2](" in line
-    assert "out%20box/downloads/i8/qwen-image-3-8.png)" in line  # quoted, named after turn and seed
-    assert (tmp_path / "out box/downloads/i8/qwen-image-3-8.png").read_bytes() == png.read_bytes()
-    single = SimpleNamespace(**{**vars(turn), "outputs": outs[:1]})
-    assert "[⬇ PNG](" in render.turn_messages(single, lambda rec: "x.webp", 1, media.download_url)[-1]["content"]
+    url, name = media.download_link(SimpleNamespace(id="i8", seed=8, path=png), "a cat")
+    assert name == "a-cat-8.png" and url.endswith("out%20box/downloads/i8/a-cat-8.png")
+    assert (tmp_path / "out box/downloads/i8/a-cat-8.png").read_bytes() == png.read_bytes()
+
+
+def test_every_string_exists_in_both_languages_with_the_same_fields():
+    import string
+
+    from ui.i18n import CHINESE, DEFAULT, catalog, language
+
+    cat = catalog()
+    assert set(cat[DEFAULT]) == set(cat[CHINESE])
+    fields = lambda text: sorted(f for _, f, _, _ in string.Formatter().parse(text) if f)  # noqa: E731
+    for key, text in cat[DEFAULT].items():
+        assert fields(text) == fields(cat[CHINESE][key]), key
+    assert language("zh-CN,zh;q=0.9,en;q=0.8") == CHINESE and language("zh") == CHINESE
+    assert language("en-US,en") == DEFAULT and language("zh-TW") == DEFAULT and language(None) == DEFAULT
+
+
+def test_conversations_group_by_date_in_the_browsers_time_zone():
+    from conversations.listing import date_group, grouped, page_size
+
+    day = 86400
+    now = 1_800_000_000  # 2027-01-15 08:00 UTC
+    assert date_group(now - 60, now) == "today"
+    assert date_group(now - day, now) == "yesterday"
+    assert date_group(now - 5 * day, now) == "week" and date_group(now - 30 * day, now) == "older"
+    assert date_group(now - 9 * 3600, now) == "yesterday"  # 23:00 the day before, in UTC
+    assert date_group(now - 9 * 3600, now, utc_offset_minutes=120) == "today"  # 01:00 today, two hours east
+    items = [SimpleNamespace(updated_at=t) for t in (now, now - day, now - 2 * day, now - 40 * day)]
+    assert [(g, len(xs)) for g, xs in grouped(items, now)] == [
+        ("today", 1),
+        ("yesterday", 1),
+        ("week", 1),
+        ("older", 1),
+    ]
+    assert page_size(0) == page_size(1) == 50 and page_size(3) == 150
 
 
 def test_panel_values_become_requests():

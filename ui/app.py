@@ -1,88 +1,148 @@
-"""The Gradio Blocks app: the page's shared pieces, and the Chat (with its sidebar), Generate and Edit tabs.
+"""The Gradio Blocks app: the conversation sidebar, a one-line status, and the Chat, Generate and Edit tabs.
 
 Each tab lays out and wires its own components in its own module; this file assembles them and wires the few events
-that cross tabs (sending an image to the Edit tab, the page load).
+that cross tabs (sending an image to the Edit tab, the page load, remembering the settings in the browser).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
-from . import chat, edit, generate, render, sidebar
+from . import chat, chat_events, edit, generate, sidebar
+from .bridge import bridge
 from .context import PRIVATE, QUICK, AppContext
+from .i18n import Tr, lang_of, t
+from .render import escape_html
 
-CSS = """
-#qic-chat .message img { max-height: 420px; object-fit: contain; }
-#qic-sidebar .caption-label { font-size: 0.8em; }
-#qic-banner.demo { border-left: 4px solid #e8a33d; padding-left: 10px; }
-@media (max-width: 768px) {  /* phones: the conversation first, then the list of conversations, then settings */
-  #qic-chat { order: -1; }
-  #qic-convs { height: 240px !important; }
-}
-"""
+CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
+HEAD = Path(__file__).with_name("page-head.html").read_text(encoding="utf-8")
 
 
-def banner_text(ctx: AppContext) -> str:
+def status_line(ctx: AppContext, tr: Tr) -> str:
+    """The model and its state in plain words, on one line; the demo model says what it is."""
     st = ctx.backend.status
-    icon = {"ready": "🟢", "loading": "🟡", "error": "🔴", "idle": "⚪"}.get(st.state, "⚪")
-    line = f"{icon} **{render.escape_md(st.model_label)}** — {render.escape_md(st.message)}"
+    dot = {"ready": "🟢", "loading": "🟡", "error": "🔴"}.get(st.state, "⚪")
+    name = tr("status.demo_model") if st.demo else st.model_label
+    state = {
+        "ready": tr("status.ready"),
+        "loading": tr("status.loading"),
+        "error": tr("status.error", message=st.message),
+    }.get(st.state, tr("status.idle"))
+    line = f'<span class="qic-dot" aria-hidden="true">{dot}</span> <b>{escape_html(name)}</b> · {escape_html(state)}'
     if st.demo:
-        line = (
-            "⚠️ **Demo model.** No GPU (or no model weights) here, so this is the tiny built-in model with random "
-            "weights: it works end to end, but its images are noise. On a CUDA GPU, `python app.py` runs "
-            "Qwen-Image-2.1 (weights download on first start); `python app.py --model qwen-image` runs the 20B "
-            "pair.\n\n" + line
-        )
-    return line
+        line += f' <span class="qic-demo">· {escape_html(tr("status.demo_note"))}</span>'
+    return f'<div class="qic-status" role="status"><h1 class="qic-sr">Qwen Image Chat</h1>{line}</div>'
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="Qwen Image Chat") as demo:
+    with gr.Blocks(title="Qwen Image Chat", fill_width=True) as demo:
         token = gr.BrowserState(None, storage_key="qwen-image-chat-owner", secret=ctx.browser_secret)
+        kept = gr.BrowserState({}, storage_key="qwen-image-chat-settings", secret=ctx.browser_secret)
         owner = gr.State(None)
-        banner = gr.Markdown(banner_text(ctx), elem_id="qic-banner", elem_classes=["demo"] if ctx.spec.tiny else [])
+        tz = gr.Number(0, visible=False, precision=0)
+        side = sidebar.layout()
+        status = gr.HTML(status_line(ctx, Tr()), elem_id="qic-status", apply_default_css=False)
         timer = gr.Timer(2.0)
-        with gr.Tabs():
-            with gr.Tab("Chat", id="chat"), gr.Row(equal_height=False):
-                side_tab = sidebar.layout()
+        with gr.Tabs(elem_id="qic-tabs") as tabs:
+            with gr.Tab(t("tab.chat"), id="chat", elem_id="qic-tab-chat"):
                 chat_tab = chat.layout(ctx)
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab(t("tab.generate"), id="generate", elem_id="qic-tab-generate"):
                 gen_tab = generate.layout(ctx)
-            with gr.Tab("Edit", id="edit"):
+            with gr.Tab(t("tab.edit"), id="edit", elem_id="qic-tab-edit"):
                 edit_tab = edit.layout(ctx)
 
-        # GPU events return their own results; the sidebar is refreshed by a chained private event
-        refresh = sidebar.refresh_event(ctx, side_tab, owner)
-        chat_handlers = chat.wire(ctx, chat_tab, owner, refresh)
-        sidebar.wire(ctx, side_tab, owner, chat_handlers, chat_tab.view, chat_tab.conv)
+        w = chat_events.wire(ctx, chat_tab, side, owner, tz)
+        turn_no = chat_events.api(w)
+        sidebar.search_event(ctx, side, owner, chat_tab.conv, tz)
+
+        def refresh_list(own, conv, query, pages, offset, request: gr.Request = None):
+            if not own:
+                return gr.skip()
+            return sidebar.list_html(ctx, own, Tr(lang_of(request)), conv, query, pages, offset)
+
+        refresh = {
+            "fn": refresh_list,
+            "inputs": [owner, chat_tab.conv, side.search, side.pages, tz],
+            "outputs": side.listing,
+            "show_progress": "hidden",
+            **PRIVATE,
+        }
         generate.wire(ctx, gen_tab, owner, refresh)
         edit_handlers = edit.wire(ctx, edit_tab, owner, refresh)
 
-        # images into the Edit tab from the other tabs
-        chat_tab.to_edit.click(
-            edit_handlers.add_turn_image,
-            [edit_tab.refs, owner, chat_tab.selected],
-            edit_tab.refs,
-            api_name="send_to_edit",
+        # images into the Edit tab from the other tabs: the tab opens and a toast says which <imageN> it became
+        to_edit = bridge(("to_edit",), "qic-bridge-to-edit")
+
+        @chat.toasts
+        def send_turn(current, own, evt: gr.EventData, request: gr.Request = None):
+            turn_id = (getattr(evt, "_data", None) or {}).get("value")
+            return {
+                edit_tab.refs: edit_handlers.add_turn_image(current, own, turn_id, request),
+                tabs: gr.Tabs(selected="edit"),
+            }
+
+        to_edit.click(send_turn, [edit_tab.refs, owner], [edit_tab.refs, tabs], show_progress="hidden", **PRIVATE)
+
+        def send_turn_api(current, own, number, conv, request: gr.Request = None):
+            own_id = ctx.owner(own, request)
+            c = ctx.store.get_conversation(own_id, conv) if isinstance(conv, str) else None
+            turns = list(c.turns) if c else []
+            n = int(number) if isinstance(number, (int, float)) else 0
+            turn = turns[n - 1] if 1 <= n <= len(turns) else (turns[-1] if turns else None)
+            return edit_handlers.add_turn_image(current, own, turn.id if turn else None, request)
+
+        api_to_edit = gr.Button("send_to_edit", visible=False)
+        api_to_edit.click(
+            send_turn_api, [edit_tab.refs, owner, turn_no, chat_tab.conv], edit_tab.refs, api_name="send_to_edit"
         )
+
+        @chat.toasts
+        def send_result(current, gallery, pick, request: gr.Request = None):
+            return {
+                edit_tab.refs: edit_handlers.add_result(current, gallery, pick, request),
+                tabs: gr.Tabs(selected="edit"),
+            }
+
         gen_tab.to_edit.click(
-            edit_handlers.add_result, [edit_tab.refs, gen_tab.gallery, gen_tab.pick], edit_tab.refs, **PRIVATE
+            send_result, [edit_tab.refs, gen_tab.gallery, gen_tab.pick], [edit_tab.refs, tabs], **PRIVATE
         )
 
-        def on_load(tok, request: gr.Request):
+        # the page load: who this browser is, its newest conversation, its settings, its language
+        panel = chat_tab.panel
+
+        def on_load(tok, remembered, offset, request: gr.Request):
             own, new_tok = ctx.restore(tok, request)
+            tr = Tr(lang_of(request))
             recent = ctx.store.list_conversations(own, limit=1)
-            view = chat_handlers.view(own, recent[0].id if recent else None)
-            return (new_tok if new_tok else gr.skip()), own, *view, *sidebar.sidebar_view(ctx, own)
+            page = w.chat.page(own, recent[0].id if recent else None, None, "", 1, offset, {}, request)
+            out = w.chat.view(page)
+            out.update(dict(zip(panel.outputs, panel.stored(remembered), strict=True)))
+            out.update({owner: own, status: status_line(ctx, tr), tz: offset})
+            if new_tok:
+                out[token] = new_tok
+            return out
 
-        chat_out = [*chat_tab.view, chat_tab.msg, owner, chat_tab.status]
-        demo.load(on_load, [token], [token, owner, *chat_tab.view, *side_tab.view], **PRIVATE).then(
-            chat_handlers.resume, [owner, chat_tab.conv], chat_out, **PRIVATE
+        load_out = [token, owner, status, tz, *w.chat.outputs, *panel.outputs]
+        demo.load(
+            on_load,
+            [token, kept, tz],
+            load_out,
+            js="(tok, kept, tz) => [tok, kept, -new Date().getTimezoneOffset()]",
+            show_progress="hidden",
+            **PRIVATE,
         )
 
-        def tick():
-            settled = ctx.backend.status.state in ("ready", "error")
-            return banner_text(ctx), gr.Timer(active=not settled)
+        # the settings are remembered per browser
+        def remember(*values):
+            return dict(zip(panel.components, values, strict=True))
 
-        timer.tick(tick, None, [banner, timer], **QUICK, show_progress="hidden")
+        gr.on([c.change for c in panel.outputs], remember, panel.outputs, kept, **QUICK)
+
+        def tick(request: gr.Request = None):
+            settled = ctx.backend.status.state in ("ready", "error")
+            return status_line(ctx, Tr(lang_of(request))), gr.Timer(active=not settled)
+
+        timer.tick(tick, None, [status, timer], **QUICK)
     return demo

@@ -1,278 +1,336 @@
-"""The Chat tab: the conversation, the message box, the turn actions and the settings column.
+"""The Chat tab: the conversation, the composer (what the next message edits, the message box, the output shape and
+"Advanced"), and the per-bubble actions.
 
-Every handler takes the session's owner from state (or the logged-in user) and only touches that owner's data. The
-GPU handlers start a turn through the turn service and follow its job; if the page goes away the job still finishes
-and is saved, and an explicit Stop cancels it.
+The page never waits on a job: sending starts a turn and returns at once; a timer redraws the open conversation while
+jobs run (so switching conversations never pulls the view back). Every handler takes the session's owner from state
+(or the logged-in user) and only touches that owner's data. A user's mistake is a toast that leaves the page as it
+was (``toasts``); the API's endpoints (``ui/chat_api.py``) raise instead.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gradio as gr
 
 from conversations.settings import TurnSettings
+from conversations.turns import STILL_RUNNING
+from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import PRIVATE, AppContext
-from .progress import follow, outcome, stopper
+from .context import AppContext
+from .i18n import Tr, lang_of, t
+from .progress import outcome
 from .settings import Panel
+from .sidebar import list_html
+
+POLL_S = 0.5  # how often the page looks at running jobs
+
+EXAMPLES = (
+    "example.fox",
+    "example.poster",
+    "example.room",
+    "example.map",
+)
+
+
+def examples(tr: Tr) -> list[dict]:
+    """Suggested prompts for an empty chat, in the browser's language."""
+    return [{"text": tr(k)} for k in EXAMPLES]
 
 
 @dataclass(frozen=True)
 class ChatTab:
     chatbot: gr.Chatbot
+    chip: gr.HTML
     msg: gr.MultimodalTextbox
-    status: gr.Markdown
-    stop: gr.Button
-    selected_md: gr.Markdown
-    regenerate: gr.Button
-    use: gr.Button
-    clear_branch: gr.Button
-    reuse: gr.Button
-    undo: gr.Button
-    to_edit: gr.Button
-    download: gr.File
-    turn_no: gr.Number
-    select_api: gr.Button
-    conv_box: gr.Textbox
-    open_api: gr.Button
     panel: Panel
     reuse_png: gr.UploadButton
+    timer: gr.Timer
     conv: gr.State  # the open conversation's id
-    turn_map: gr.State  # for each chat message, the id of its turn
-    selected: gr.State  # the selected turn's id
-    branch: gr.State  # the image id the next message edits, when chosen ("Edit this image next")
-
-    @property
-    def view(self) -> list:
-        """The outputs of ``conversation_view``."""
-        return [self.chatbot, self.turn_map, self.conv, self.selected, self.branch, self.selected_md, self.download]
+    branch: gr.State  # the image id the next message edits, when chosen ("Edit this image")
+    watching: gr.State  # {"jobs": ids running at the last look, "sig": what was drawn}
+    one_shot: gr.State  # True after "Reuse settings": its seed is for the next message only
 
 
 def layout(ctx: AppContext) -> ChatTab:
-    """The conversation column and the settings column (inside the Chat tab's row, after the sidebar)."""
-    with gr.Column(scale=4, elem_id="qic-chat"):
+    """The conversation and the composer, one column."""
+    with gr.Column(elem_id="qic-chatcol"):
         chatbot = gr.Chatbot(
-            label="Conversation",
-            height=560,
-            group_consecutive_messages=False,
-            placeholder="Describe an image. Then say how to change it.",
-            feedback_options=None,
-            buttons=["copy"],
-        )
-        msg = gr.MultimodalTextbox(
-            placeholder="Describe an image, or how to change the latest one (attach up to 10 images)",
-            file_count="multiple",
-            file_types=["image"],
+            label=t("chat.label"),
             show_label=False,
-            sources=["upload"],
-            max_plain_text_length=20000,
-            submit_btn=True,
-            stop_btn=False,
+            elem_id="qic-chat",
+            height="100%",
+            group_consecutive_messages=False,
+            placeholder=None,
+            examples=examples(Tr()),
+            feedback_options=None,
+            buttons=[],
+            allow_file_downloads=False,
+            autoscroll=True,
         )
-        with gr.Row():
-            status = gr.Markdown("")
-            stop = gr.Button("⏹ Stop", size="sm", variant="stop", scale=0)
-        selected_md = gr.Markdown(render.selected_line(None, None, None))
-        with gr.Row():
-            regenerate = gr.Button("↻ Regenerate", size="sm")
-            use = gr.Button("↳ Edit this image next", size="sm")
-            clear_branch = gr.Button("Edit the latest instead", size="sm")
-            reuse = gr.Button("Reuse settings", size="sm")
-            undo = gr.Button("↶ Undo last turn", size="sm")
-            to_edit = gr.Button("Send to Edit tab", size="sm")
-        download = gr.File(label="Full-resolution PNG (with settings)", interactive=False)
-        with gr.Row(visible=False):  # API-only controls
-            turn_no = gr.Number(label="turn", precision=0)
-            select_api = gr.Button("select")
-            conv_box = gr.Textbox(label="conversation id")
-            open_api = gr.Button("open")
-    with gr.Column(scale=1, min_width=260), gr.Accordion("Settings", open=True):
-        panel = Panel(ctx.spec, ctx.backend.capabilities)
-        reuse_png = gr.UploadButton("Reuse settings from a PNG", file_types=[".png"], size="sm")
+        with gr.Column(elem_id="qic-composer"):
+            chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
+            msg = gr.MultimodalTextbox(
+                placeholder=t("composer.placeholder_new"),
+                label=t("composer.label"),
+                show_label=False,
+                file_count="multiple",
+                file_types=["image"],
+                sources=["upload"],
+                max_plain_text_length=20000,
+                submit_btn=True,
+                stop_btn=False,
+                autofocus=True,
+                elem_id="qic-msg",
+            )
+            with gr.Row(
+                elem_id="qic-options", equal_height=False
+            ):  # composer toggles (e.g. prompt enhancement) go here
+                reuse_box = []
+
+                def extra():
+                    reuse_box.append(gr.UploadButton(t("settings.reuse_png"), file_types=[".png"], size="sm"))
+
+                panel = Panel(ctx.spec, ctx.backend.capabilities, extra=extra, compact=True)
     return ChatTab(
-        chatbot, msg, status, stop, selected_md, regenerate, use, clear_branch, reuse, undo, to_edit, download,
-        turn_no, select_api, conv_box, open_api, panel, reuse_png,
-        gr.State(None), gr.State([]), gr.State(None), gr.State(None),
+        chatbot, chip, msg, panel, reuse_box[0], gr.Timer(POLL_S, active=False),
+        gr.State(None), gr.State(None), gr.State({}), gr.State(False),
     )  # fmt: skip
 
 
-def conversation_view(ctx: AppContext, owner: str, conv_id, selected, branch, live=None) -> tuple:
-    """Values for ``ChatTab.view``: the conversation's messages (``live``: the snapshot of its running job)."""
-    conv = ctx.store.get_conversation(owner, conv_id) if isinstance(conv_id, str) else None
-    if conv is None:
-        conv_id, selected, branch = None, None, None
-    messages, turn_map = render.conversation_messages(conv, ctx.media.preview, live, ctx.media.download_url)
-    turns = list(conv.turns) if conv else []
-    chosen = next((t for t in turns if t.id == selected), turns[-1] if turns else None)
-    if branch and ctx.store.get_image(owner, branch) is None:
-        branch = None
-    download = None
-    if chosen is not None and chosen.outputs:
-        first = chosen.outputs[0]
-        download = ctx.media.download(first, f"qwen-image-{turns.index(chosen) + 1}-{first.seed}.png")
-    selected = chosen.id if chosen else None
-    return messages, turn_map, conv_id, selected, branch, render.selected_line(conv, selected, branch), download
+@dataclass
+class Page:
+    """What one browser shows, from the inputs every chat event reads (``Wiring.common``)."""
+
+    owner: str
+    conv: str | None
+    branch: str | None
+    query: str
+    pages: int
+    tz: int
+    watching: dict
+    tr: Tr
+
+
+def toasts(fn):
+    """For page events: a user's mistake (gr.Error, ValidationError) becomes a warning toast and nothing changes."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            gr.Warning(exc.message)
+        except ValidationError as exc:
+            gr.Warning(render.escape_html(str(exc)))
+        return gr.skip()
+
+    return run
+
+
+def toasts_each(fn):
+    """``toasts`` for a generator handler (the Generate and Edit tabs): a mistake before or while it runs is a toast."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error as exc:
+            gr.Warning(exc.message)
+        except ValidationError as exc:
+            gr.Warning(render.escape_html(str(exc)))
+
+    return run
 
 
 class ChatHandlers:
-    def __init__(self, ctx: AppContext, panel: Panel):
+    def __init__(self, ctx: AppContext, tab: ChatTab, listing: gr.HTML):
         self.ctx = ctx
-        self.panel = panel
+        self.tab = tab
+        self.listing = listing
 
-    def view(self, owner: str, conv_id, selected=None, branch=None, live=None) -> tuple:
-        return conversation_view(self.ctx, owner, conv_id, selected, branch, live)
+    # -- the view -------------------------------------------------------------------------------------------------
+    @property
+    def outputs(self) -> list:
+        tab = self.tab
+        return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching]
 
-    # -- turns ------------------------------------------------------------------------------------------------------
-    def send(
-        self, message, owner_state, conv_id, branch, request: gr.Request = None, progress=gr.Progress(), **settings
-    ):
-        """A message: generates an image, or edits the latest one (or the chosen one, or the attachments)."""
+    def page(self, owner_state, conv, branch, query, pages, tz, watching, request=None) -> Page:
+        owner = self.ctx.owner(owner_state, request)
+        return Page(
+            owner=owner,
+            conv=conv if isinstance(conv, str) else None,
+            branch=branch if isinstance(branch, str) else None,
+            query=query if isinstance(query, str) else "",
+            pages=pages if isinstance(pages, int) and pages > 0 else 1,
+            tz=int(tz) if isinstance(tz, (int, float)) else 0,
+            watching=watching if isinstance(watching, dict) else {},
+            tr=Tr(lang_of(request)),
+        )
+
+    def links(self) -> render.Links:
+        return render.Links(self.ctx.media.preview_url, self.ctx.media.download_link)
+
+    def view(self, page: Page, conv_id=..., branch=..., **extra) -> dict:
+        """Everything that shows the open conversation: the chat, the composer, the list, the job timer."""
+        ctx = self.ctx
+        conv_id = page.conv if conv_id is ... else conv_id
+        branch = page.branch if branch is ... else branch
+        conv = ctx.store.get_conversation(page.owner, conv_id) if conv_id else None
+        if conv is None:
+            conv_id, branch = None, None
+        if branch and ctx.store.get_image(page.owner, branch) is None:
+            branch = None
+        active = ctx.jobs.active(page.owner)
+        live = {s.turn_id: s for s in active if s.conversation_id == conv_id}
+        links = self.links()
+        target = ctx.turns.target(page.owner, conv_id, branch, 0)
+        busy = bool(live)
+        page.conv, page.branch = conv_id, branch
+        return {
+            self.tab.chatbot: gr.update(
+                value=render.conversation_messages(conv, links, page.tr, live), examples=examples(page.tr)
+            ),
+            self.tab.conv: conv_id,
+            self.tab.branch: branch,
+            self.tab.chip: render.chip_html(target, links, page.tr),
+            self.tab.msg: gr.update(
+                placeholder=render.placeholder(target, page.tr), submit_btn=not busy, stop_btn=busy
+            ),
+            self.listing: list_html(ctx, page.owner, page.tr, conv_id, page.query, page.pages, page.tz),
+            self.tab.timer: gr.Timer(active=bool(active)),
+            self.tab.watching: {"jobs": [s.id for s in active], "sig": _signature(conv_id, branch, active)},
+            **extra,
+        }
+
+    # -- turns ------------------------------------------------------------------------------------------------
+    def send(self, message, page: Page, one_shot: bool, **settings) -> dict:
+        """A message: generates an image, or edits what the composer says (the chosen image, the attachments, or
+        the latest image). Returns at once; the timer follows the job."""
         text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
         files = (message or {}).get("files", []) if isinstance(message, dict) else []
+        if not text.strip():
+            raise gr.Error(page.tr("error.empty_prompt"))
+        most = self.ctx.backend.capabilities.max_references
+        if len(files) > most:
+            raise gr.Error(page.tr("error.too_many", most=most))
+        turn = TurnSettings(**settings).request(self.ctx.spec, text)
+        snap = self.ctx.turns.chat(page.owner, page.conv, turn, self.ctx.turns.uploads(files), page.branch)
+        out = self.view(page, snap.conversation_id, None)
+        out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the turn has started
+        if one_shot:  # "Reuse settings" fixed the seed for this message only
+            out[self.tab.panel.components["randomize"]] = True
+            out[self.tab.one_shot] = False
+        return out
 
-        def start(owner):
-            turn = TurnSettings(**settings).request(self.ctx.spec, text)
-            return self.ctx.turns.chat(owner, conv_id, turn, self.ctx.turns.uploads(files), branch)
+    def act(self, page: Page, evt: dict) -> dict:
+        """A button in a bubble or the composer: (action, value) from the page's bridge."""
+        action, value = evt.get("act"), evt.get("value")
+        value = value if isinstance(value, str) else ""
+        turns, owner = self.ctx.turns, page.owner
+        if action == "edit":
+            image = turns.result_image(owner, value)
+            return self.view(page, branch=image.id)
+        if action == "unchip":
+            return self.view(page, branch=None)
+        if action == "regenerate":
+            snap = turns.regenerate(owner, page.conv, value)
+            return self.view(page, snap.conversation_id)
+        if action == "version":
+            turn_id, _, step = value.partition(":")
+            turns.show_version(owner, turn_id, -1 if step == "-1" else 1)
+            return self.view(page)
+        if action == "stop":
+            turn = self.ctx.store.get_turn(owner, value)
+            jobs = [s for s in self.ctx.jobs.active(owner) if turn is not None and s.turn_id == turn.id]
+            for s in jobs:
+                self.ctx.jobs.cancel(owner, s.id)
+            gr.Info(page.tr("toast.stopping") if jobs else page.tr("toast.nothing_running"))
+            return self.view(page)
+        raise gr.Error(page.tr("error.unknown_action"))
 
-        owner, snap = self.ctx.act(owner_state, request, start)
-        yield from self._show(owner, snap, clear_box=True, progress=progress)
+    def stop_here(self, page: Page) -> dict:
+        """The message box's Stop: this conversation's job."""
+        count = self.ctx.jobs.cancel(page.owner, conversation_id=page.conv) if page.conv else 0
+        gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
+        return self.view(page)
 
-    def regenerate(self, owner_state, conv_id, selected, request: gr.Request = None, progress=gr.Progress()):
-        """Run the selected turn again with a new seed (a new turn at the end of the conversation)."""
-        owner, snap = self.ctx.act(
-            owner_state, request, lambda owner: self.ctx.turns.regenerate(owner, conv_id, selected)
-        )
-        yield from self._show(owner, snap, clear_box=False, progress=progress)
+    def tick(self, page: Page) -> dict:
+        """While jobs run: redraw what changed (progress, results), announce ended jobs, stop when none is left."""
+        active = self.ctx.jobs.active(page.owner)
+        ended = [j for j in page.watching.get("jobs", []) if j not in {s.id for s in active}]
+        for job_id in ended:
+            snap = self.ctx.jobs.get(page.owner, job_id)
+            if snap is not None:
+                outcome(snap, page.tr)
+        sig = _signature(page.conv, page.branch, active)
+        if not ended and sig == page.watching.get("sig"):
+            return {self.tab.timer: gr.Timer(active=False)} if not active else gr.skip()
+        return self.view(page)
 
-    def retry(
-        self, owner_state, conv_id, turn_map, evt: gr.RetryData, request: gr.Request = None, progress=gr.Progress()
-    ):
-        """The chat's own retry icon: run that message's turn again with a new seed."""
-        index = evt.index if isinstance(evt.index, int) else None
-        turn_id = turn_map[index] if index is not None and 0 <= index < len(turn_map or []) else None
-        yield from self.regenerate(owner_state, conv_id, turn_id, request, progress)
+    def undo(self, page: Page) -> dict:
+        if page.conv and self.ctx.jobs.active(page.owner, page.conv):
+            raise gr.Error(page.tr("error.undo_running"))
+        if not page.conv or not self.ctx.store.delete_last_turn(page.owner, page.conv):
+            raise gr.Error(page.tr("error.nothing_to_undo"))
+        return self.view(page, branch=None)
 
-    def resume(self, owner, conv_id, request: gr.Request = None, progress=gr.Progress()):
-        """After a page load: follow this conversation's running job, if any, until it ends."""
-        if not owner or not conv_id:
-            yield tuple(gr.skip() for _ in range(10))
-            return
-        active = self.ctx.jobs.active(owner, conv_id)
-        if not active:  # it may have ended between the page's first render and now: show the final state
-            yield (*self.view(owner, conv_id), gr.skip(), owner, "")
-            return
-        yield from self._show(owner, active[-1], clear_box=False, progress=progress)
+    def new_chat(self, page: Page) -> dict:
+        return self.view(page, None, None)
 
-    def _show(self, owner, snap, clear_box: bool, progress):
-        """The conversation while its job runs (the message box cleared once), then its final view and status."""
-        box = gr.update(value=None) if clear_box else gr.skip()
-        last = snap
-        for last in follow(self.ctx, owner, snap, progress):
-            yield (*self.view(owner, snap.conversation_id, live=last), box, owner, render.progress_text(last))
-            box = gr.skip()
-        status = outcome(last)
-        yield (*self.view(owner, snap.conversation_id), gr.skip(), owner, status)
+    def open(self, page: Page, conv_id) -> dict:
+        if not isinstance(conv_id, str) or self.ctx.store.get_conversation(page.owner, conv_id) is None:
+            raise gr.Error(page.tr("side.no_such"))
+        return self.view(page, conv_id, None)
 
-    # -- turn actions -----------------------------------------------------------------------------------------------
-    def select_message(self, owner_state, conv_id, turn_map, branch, evt: gr.SelectData, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        index = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else None)
-        turn_id = turn_map[index] if isinstance(index, int) and 0 <= index < len(turn_map or []) else None
-        return self.view(owner, conv_id, turn_id, branch)
+    def example(self, page: Page, evt: gr.SelectData) -> dict:
+        """A suggested prompt goes into the message box."""
+        value = evt.value if isinstance(evt.value, dict) else {}
+        text = value.get("text") if isinstance(value.get("text"), str) else ""
+        return {self.tab.msg: gr.update(value={"text": text, "files": []})}
 
-    def select_turn(self, number, owner_state, conv_id, branch, request: gr.Request = None):
-        """Select turn #number (1-based; 0 or empty: the latest) — the API's way to pick a turn."""
-        owner = self.ctx.owner(owner_state, request)
-        conv = self.ctx.store.get_conversation(owner, conv_id) if conv_id else None
-        turns = list(conv.turns) if conv else []
-        turn_id = None
-        if turns and isinstance(number, (int, float)) and 1 <= int(number) <= len(turns):
-            turn_id = turns[int(number) - 1].id
-        return self.view(owner, conv_id, turn_id, branch)
-
-    def use_as_input(self, owner_state, conv_id, selected, request: gr.Request = None):
-        """Branch: the next message edits the selected turn's image instead of the latest one."""
-        owner, image = self.ctx.act(owner_state, request, lambda owner: self.ctx.turns.result_image(owner, selected))
-        return self.view(owner, conv_id, selected, image.id)
-
-    def clear_branch(self, owner_state, conv_id, selected, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        return self.view(owner, conv_id, selected, None)
-
-    def undo(self, owner_state, conv_id, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        if conv_id and self.ctx.jobs.active(owner, conv_id):
-            raise gr.Error("Wait for the running job to finish (or stop it) before undoing.")
-        if not conv_id or not self.ctx.store.delete_last_turn(owner, conv_id):
-            raise gr.Error("There is nothing to undo.")
-        return self.view(owner, conv_id)
-
-    def new_chat(self, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        return (*self.view(owner, None), owner)
-
-    def open_conversation(self, conv_id, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        if not isinstance(conv_id, str) or self.ctx.store.get_conversation(owner, conv_id) is None:
-            raise gr.Error("No such conversation.")
-        return (*self.view(owner, conv_id), owner)
-
-    # -- reusing settings -------------------------------------------------------------------------------------------
-    def reuse_turn(self, owner_state, conv_id, selected, request: gr.Request = None):
-        """The selected turn's settings (and seed) back into the panel, its prompt into the message box."""
-        owner = self.ctx.owner(owner_state, request)
-        turn = self.ctx.store.get_turn(owner, selected) if selected else None
-        if turn is None or turn.conversation_id != conv_id:
-            raise gr.Error("Select a turn first.")
+    # -- reusing settings ---------------------------------------------------------------------------------------
+    def reuse_turn(self, owner: str, turn_id, tr: Tr) -> tuple[TurnSettings, str]:
+        turn = self.ctx.store.get_turn(owner, turn_id) if isinstance(turn_id, str) else None
+        if turn is None:
+            raise gr.Error(tr("error.no_turn"))
+        if turn.status == "running":
+            raise gr.Error(STILL_RUNNING)
         stored = {**turn.settings, "seed": turn.outputs[0].seed if turn.outputs else None}
-        return *self.panel.updates(TurnSettings.from_stored(self.ctx.spec, stored)), {"text": turn.prompt, "files": []}
+        return TurnSettings.from_stored(self.ctx.spec, stored), turn.prompt
 
-    def reuse_png(self, file):
+    def reuse_png(self, file, tr: Tr) -> tuple[TurnSettings, str]:
         """Settings from an uploaded PNG made by this app or carrying an A1111 ``parameters`` chunk."""
         from PIL import Image
 
         path = getattr(file, "name", None) or (file if isinstance(file, str) else None)
         if not path:
-            raise gr.Error("Choose a PNG first.")
+            raise gr.Error(tr("error.choose_png"))
         try:
             with Image.open(path) as im:
                 settings = read_settings(im)
         except Exception:
-            raise gr.Error("That file is not a readable image.") from None
+            raise gr.Error(tr("error.not_an_image")) from None
         if not settings:
-            raise gr.Error("This image carries no generation settings (no parameters chunk).")
-        prompt = {"text": settings.get("prompt", ""), "files": []}
-        return *self.panel.updates(TurnSettings.from_stored(self.ctx.spec, settings)), prompt
+            raise gr.Error(tr("error.no_settings"))
+        return TurnSettings.from_stored(self.ctx.spec, settings), settings.get("prompt", "")
+
+    def reused(self, settings: TurnSettings, prompt: str, tr: Tr) -> dict:
+        """The panel and the message box refilled; a fixed seed holds for the next message only."""
+        out = dict(zip(self.tab.panel.outputs, self.tab.panel.updates(settings), strict=True))
+        out[self.tab.msg] = gr.update(value={"text": prompt, "files": []})
+        out[self.tab.one_shot] = not settings.randomize
+        gr.Info(tr("toast.reused"))
+        return out
 
 
-def wire(ctx: AppContext, tab: ChatTab, owner: gr.State, refresh: dict) -> ChatHandlers:
-    """The Chat tab's events; ``refresh`` updates the sidebar after a turn changes the conversations."""
-    chat = ChatHandlers(ctx, tab.panel)
-    view, conv, selected = tab.view, tab.conv, tab.selected
-    out = [*view, tab.msg, owner, tab.status]
-    panel = tab.panel.components
-    tab.msg.submit(
-        chat.send, [tab.msg, owner, conv, tab.branch], out, inputs_kwargs=panel, api_name="chat", **ctx.gpu
-    ).then(**refresh)
-    tab.regenerate.click(chat.regenerate, [owner, conv, selected], out, api_name="regenerate", **ctx.gpu).then(
-        **refresh
-    )
-    # the chat's own retry/undo icons (private: the API has /regenerate and /undo)
-    tab.chatbot.retry(chat.retry, [owner, conv, tab.turn_map], out, api_name="retry_icon", **ctx.gpu, **PRIVATE).then(
-        **refresh
-    )
-    tab.chatbot.undo(chat.undo, [owner, conv], view, api_name="undo_icon", **PRIVATE).then(**refresh)
-    tab.stop.click(stopper(ctx), [owner, conv], tab.status, api_name="stop")
-    tab.chatbot.select(chat.select_message, [owner, conv, tab.turn_map, tab.branch], view, **PRIVATE)
-    tab.select_api.click(chat.select_turn, [tab.turn_no, owner, conv, tab.branch], view, api_name="select_turn")
-    tab.use.click(chat.use_as_input, [owner, conv, selected], view, api_name="use_as_input")
-    tab.clear_branch.click(chat.clear_branch, [owner, conv, selected], view, api_name="edit_latest")
-    tab.undo.click(chat.undo, [owner, conv], view, api_name="undo").then(**refresh)
-    tab.open_api.click(chat.open_conversation, [tab.conv_box, owner], [*view, owner], api_name="open_conversation")
-    reuse_out = [*tab.panel.outputs, tab.msg]
-    tab.reuse.click(chat.reuse_turn, [owner, conv, selected], reuse_out, api_name="reuse_settings")
-    tab.reuse_png.upload(chat.reuse_png, [tab.reuse_png], reuse_out, api_name="reuse_settings_from_png")
-    return chat
+def _signature(conv_id, branch, active) -> str:
+    """What the drawn view depends on while jobs run (a change redraws it)."""
+    parts = [str(conv_id), str(branch)]
+    for s in active:
+        p = s.progress
+        parts.append(f"{s.id}:{s.conversation_id}:{s.state}:{s.position}:{p.phase if p else ''}:{p.step if p else 0}")
+    return "|".join(parts)

@@ -75,4 +75,4 @@ def user_error(exc: Exception) -> gr.Error:
 
 
 PRIVATE = {"api_visibility": "private"}  # page-only events, not API endpoints
-QUICK = {**PRIVATE, "queue": False}  # page-only events that do no real work
+QUICK = {**PRIVATE, "queue": False, "show_progress": "hidden"}  # page-only events that do no real work

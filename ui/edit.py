@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -11,7 +12,10 @@ from conversations.turns import TurnImage
 from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
+from .chat import toasts_each
 from .context import PRIVATE, AppContext
+from .i18n import Tr, lang_of, t
+from .media import file_name
 from .progress import gallery_results, stopper
 from .settings import Panel
 
@@ -26,59 +30,86 @@ class EditTab:
     run: gr.Button
     stop: gr.Button
     info: gr.Markdown
-    match: gr.Number
+    match: gr.Number  # the API's "output shape follows reference #" (the page uses the ratio's "Like <imageN>")
     panel: Panel
     gallery: gr.Gallery
     compare: gr.ImageSlider
 
 
+def shape_choices(spec) -> list:
+    """The one control for the output's shape: like one of the references (numbered as the prompt names them), or a
+    ratio."""
+    like = [(t("edit.like_1"), MATCH)]
+    like += [(f"<image{n}>", f"{MATCH}:{n}") for n in range(2, spec.max_references + 1)]
+    return like + [(ratio, ratio) for ratio in spec.ratios]
+
+
 def layout(ctx: AppContext) -> EditTab:
+    """References and instruction on the left, the results (with the before/after slider) on the right, at the top."""
     spec = ctx.spec
-    with gr.Row():
-        with gr.Column(scale=2):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
             refs = gr.Gallery(
-                label=f"Reference images (1-{spec.max_references}; name them <image1>…)",
+                label=t("edit.refs"),
                 type="filepath",
                 interactive=True,
                 columns=5,
-                height=200,
+                height=190,
                 sources=["upload", "clipboard"],
                 format="png",
+                object_fit="contain",
+                elem_id="qic-refs",
             )
             instruction = gr.Textbox(
-                label="Instruction",
+                label=t("edit.instruction"),
                 lines=2,
                 max_length=20000,
-                placeholder="e.g. put the hat from <image2> on the cat in <image1>",
+                placeholder=t("edit.instruction_placeholder"),
+                elem_id="qic-edit-instruction",
             )
-            marks = gr.ImageEditor(
-                label="Local edit: paint or circle what to change on reference 1",
-                type="pil",
-                brush=gr.Brush(colors=[MARK_COLOR], color_mode="fixed"),
-                eraser=gr.Eraser(),
-                sources=[],
-                layers=False,
-                height=360,
-            )
-            run = gr.Button("Edit", variant="primary")
-            stop = gr.Button("⏹ Stop", size="sm", variant="stop")
-            info = gr.Markdown("")
-        with gr.Column(scale=1):
-            match = gr.Number(
-                1, label="Output shape follows reference #", precision=0, minimum=1, maximum=spec.max_references
-            )
+            with gr.Row():
+                run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run", size="md")
+                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
+            info = gr.Markdown("", elem_id="qic-edit-info")
+            with gr.Accordion(t("edit.marks_title"), open=False):
+                marks = gr.ImageEditor(
+                    label=t("edit.marks"),
+                    type="pil",
+                    brush=gr.Brush(colors=[MARK_COLOR], color_mode="fixed"),
+                    eraser=gr.Eraser(),
+                    sources=[],
+                    layers=False,
+                    height=320,
+                )
+            match = gr.Number(1, label="match", precision=0, minimum=1, maximum=spec.max_references, visible=False)
             panel = Panel(spec, ctx.backend.capabilities, first_ratio=MATCH)
-    with gr.Row():
-        gallery = gr.Gallery(label="Results", columns=2, height=520, format="png", buttons=["download", "fullscreen"])
-        compare = gr.ImageSlider(
-            label="Before / after (reference 1 and the first result)",
-            type="pil",
-            format="png",
-            image_mode=None,
-            interactive=False,
-            max_height=520,
-        )
+            panel.components["ratio"].choices = shape_choices(spec)
+        with gr.Column(scale=1, min_width=320):
+            gallery = gr.Gallery(
+                label=t("edit.results"),
+                columns=2,
+                height=300,
+                object_fit="contain",
+                format="png",
+                buttons=["download", "fullscreen"],
+                allow_preview=False,
+                elem_id="qic-edit-results",
+            )
+            compare = gr.ImageSlider(
+                label=t("edit.compare"),
+                type="pil",
+                format="png",
+                image_mode=None,
+                interactive=False,
+                max_height=360,
+                elem_id="qic-compare",
+            )
     return EditTab(refs, instruction, marks, run, stop, info, match, panel, gallery, compare)
+
+
+def numbered(items) -> list:
+    """Gallery items captioned as the prompt names them: <image1>, <image2>, ..."""
+    return [(item, f"<image{n}>") for n, item in enumerate(gallery_files(items), 1)]
 
 
 def gallery_files(value) -> list:
@@ -115,50 +146,58 @@ class EditHandlers:
         self,
         references,
         instruction,
-        marks,
-        match,
-        owner_state,
+        marks=None,
+        match=1,
+        owner_state=None,
         request: gr.Request = None,
-        progress=gr.Progress(),
         **settings,
     ):
         """Edit the references (the first one with its marks) in a new conversation."""
         inputs = []
+        ratio = settings.get("ratio")
+        if isinstance(ratio, str) and ratio.startswith(MATCH + ":"):  # "Like <imageN>"
+            settings["ratio"], match = MATCH, ratio.partition(":")[2]
+            match = int(match) if match.isdigit() else 1
 
         def start(owner):
             inputs.extend(self.ctx.turns.uploads(gallery_files(references)))
             if not inputs:
-                raise ValidationError("Add at least one reference image to edit.")
+                raise ValidationError(Tr(lang_of(request))("edit.need_reference"))
+            clean = inputs[0].image
             marked = marked_image(marks)
             if marked is not None:
                 inputs[0] = TurnImage(marked)
             settings_ = TurnSettings(**settings)
             turn = settings_.request(self.ctx.spec, instruction, match_reference=match, marked=marked is not None)
-            return self.ctx.turns.start(owner, None, turn, inputs)
+            return self.ctx.turns.start(owner, None, turn, inputs), clean
 
-        owner, snap = self.ctx.act(owner_state, request, start)
-        reference = inputs[0].image
-        for files, info, own in gallery_results(self.ctx, owner, snap, progress):
+        owner, (snap, reference) = self.ctx.act(owner_state, request, start)
+        for files, info, own in gallery_results(self.ctx, owner, snap, request):
             done = isinstance(files, list) and files
             yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
 
-    def add_turn_image(self, current, owner_state, selected, request: gr.Request = None):
-        """Send the chat's selected image to the references."""
-        _, first = self.ctx.act(owner_state, request, lambda owner: self.ctx.turns.result_image(owner, selected))
-        return self._append(current, self.ctx.media.download(first, f"qwen-image-{first.seed}.png"))
+    def add_turn_image(self, current, owner_state, turn_id, request: gr.Request = None) -> list:
+        """Send a chat turn's image to the references (numbered)."""
+        owner, first = self.ctx.act(owner_state, request, lambda owner: self.ctx.turns.result_image(owner, turn_id))
+        turn = self.ctx.store.get_turn(owner, turn_id)
+        name = file_name(turn.prompt if turn else "", first.seed)
+        return self._append(current, self.ctx.media.download(first, name), Tr(lang_of(request)))
 
-    def add_result(self, current, gallery, index):
+    def add_result(self, current, gallery, index, request: gr.Request = None):
         """Send the selected (or first) result of a gallery to the references."""
+        tr = Tr(lang_of(request))
         results = gallery_files(gallery)
         if not results:
-            raise gr.Error("There is no result to send yet.")
-        return self._append(current, results[index if isinstance(index, int) and 0 <= index < len(results) else 0])
+            raise gr.Error(tr("edit.nothing_to_send"))
+        pick = results[index if isinstance(index, int) and 0 <= index < len(results) else 0]
+        return self._append(current, pick, tr)
 
-    def _append(self, current, item) -> list:
+    def _append(self, current, item, tr) -> list:
         items = gallery_files(current)
         if len(items) >= self.ctx.spec.max_references:
-            raise gr.Error(f"At most {self.ctx.spec.max_references} reference images.")
-        return [*items, item]
+            raise gr.Error(tr("edit.too_many", most=self.ctx.spec.max_references))
+        gr.Info(html.escape(tr("toast.sent_to_edit", n=len(items) + 1)))
+        return numbered([*items, item])
 
     def marks_background(self, references):
         """Load reference 1 into the marking canvas."""
@@ -170,14 +209,13 @@ class EditHandlers:
 
 def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditHandlers:
     edit = EditHandlers(ctx)
-    tab.run.click(
-        edit.edit,
-        [tab.refs, tab.instruction, tab.marks, tab.match, owner],
-        [tab.gallery, tab.info, owner, tab.compare],
-        inputs_kwargs=tab.panel.components,
-        api_name="edit",
-        **ctx.gpu,
-    ).then(**refresh)
+    inputs = [tab.refs, tab.instruction, tab.marks, tab.match, owner]
+    outputs = [tab.gallery, tab.info, owner, tab.compare]
+    events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
+    tab.run.click(toasts_each(edit.edit), inputs, outputs, api_name="page_edit", **events, **PRIVATE).then(**refresh)
+    api = gr.Button("edit", visible=False)
+    api.click(edit.edit, inputs, outputs, api_name="edit", **events).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")
     tab.refs.change(edit.marks_background, tab.refs, tab.marks, **PRIVATE)
+    tab.refs.upload(numbered, tab.refs, tab.refs, **PRIVATE, show_progress="hidden")
     return edit

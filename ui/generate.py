@@ -9,16 +9,11 @@ import gradio as gr
 from conversations.settings import TurnSettings
 from qwen_image.sizes import size_for
 
-from .context import QUICK, AppContext
+from .chat import toasts_each
+from .context import PRIVATE, QUICK, AppContext
+from .i18n import t
 from .progress import gallery_results, stopper
-from .settings import Panel
-
-EXAMPLES = [
-    "A red fox curled up in fresh snow at dawn, soft light, photograph",
-    "A minimalist poster that reads 'QWEN IMAGE' in bold letters, pastel background",
-    "An isometric cozy reading room with plants and a cat, warm evening light, 3D render",
-    "A watercolor map of an imaginary island with mountains, rivers and a lighthouse",
-]
+from .settings import CUSTOM, Panel
 
 
 @dataclass(frozen=True)
@@ -28,7 +23,7 @@ class GenerateTab:
     stop: gr.Button
     info: gr.Markdown
     panel: Panel
-    custom: gr.Checkbox
+    custom: gr.Checkbox  # the API's switch to width x height (the page uses the ratio's "Custom size" choice)
     width: gr.Number
     height: gr.Number
     gallery: gr.Gallery
@@ -37,23 +32,52 @@ class GenerateTab:
 
 
 def layout(ctx: AppContext) -> GenerateTab:
+    """The prompt and the results first (uncropped, at the top of the view), the settings beside them."""
     spec = ctx.spec
-    with gr.Row():
-        with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", lines=3, max_length=20000)
-            run = gr.Button("Generate", variant="primary")
-            stop = gr.Button("⏹ Stop", size="sm", variant="stop")
-            info = gr.Markdown("")
-            gr.Examples(EXAMPLES, inputs=prompt, label="Examples")
-        with gr.Column(scale=1):
-            panel = Panel(spec, ctx.backend.capabilities, first_ratio="")
-            custom = gr.Checkbox(False, label="Custom size")
-            w, h = size_for(spec, "1:1", spec.default_tier)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=320):
+            prompt = gr.Textbox(label=t("generate.prompt"), lines=2, max_length=20000, elem_id="qic-gen-prompt")
             with gr.Row():
-                width = gr.Number(w, label="Width", precision=0)
-                height = gr.Number(h, label="Height", precision=0)
-    gallery = gr.Gallery(label="Results", columns=2, height=520, format="png", buttons=["download", "fullscreen"])
-    to_edit = gr.Button("Send the selected result to the Edit tab", size="sm")
+                run = gr.Button(t("generate.run"), variant="primary", elem_id="qic-gen-run", size="md")
+                stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
+            gallery = gr.Gallery(
+                label=t("generate.results"),
+                columns=2,
+                height=460,
+                object_fit="contain",
+                format="png",
+                buttons=["download", "fullscreen"],
+                allow_preview=False,
+                elem_id="qic-gen-results",
+            )
+            info = gr.Markdown("", elem_id="qic-gen-info")
+            to_edit = gr.Button(t("generate.to_edit"), size="sm")
+        with gr.Column(scale=2, min_width=280):
+            custom = gr.Checkbox(False, label="custom", visible=False)
+            w, h = size_for(spec, "1:1", spec.default_tier)
+            boxes = []
+
+            def extra():
+                with gr.Row(visible=False) as row:
+                    boxes.extend(
+                        [
+                            gr.Number(w, label=t("generate.width"), precision=0),
+                            gr.Number(h, label=t("generate.height"), precision=0),
+                        ]
+                    )
+                boxes.append(row)
+
+            panel = Panel(spec, ctx.backend.capabilities, first_ratio="", extra=extra)
+            width, height, size_row = boxes
+            panel.components["ratio"].change(
+                lambda r: gr.update(visible=r == CUSTOM), panel.components["ratio"], size_row, **QUICK
+            )
+            panel.components["ratio"].change(
+                lambda r: gr.update(open=True) if r == CUSTOM else gr.skip(),
+                panel.components["ratio"],
+                panel.advanced,
+                **QUICK,
+            )
     return GenerateTab(prompt, run, stop, info, panel, custom, width, height, gallery, gr.State(0), to_edit)
 
 
@@ -64,22 +88,25 @@ class GenerateHandlers:
     def generate(
         self,
         prompt,
-        custom,
-        width,
-        height,
-        owner_state,
+        custom=False,
+        width=None,
+        height=None,
+        owner_state=None,
         request: gr.Request = None,
-        progress=gr.Progress(),
         **settings,
     ):
-        """Text to image in a new conversation; ``custom``: ``width`` x ``height`` instead of ratio and resolution."""
+        """Text to image in a new conversation; ``custom`` (or the ratio "custom"): ``width`` x ``height`` instead of
+        ratio and resolution."""
+        custom = bool(custom) or settings.get("ratio") == CUSTOM
+        if settings.get("ratio") == CUSTOM:
+            settings["ratio"] = None
 
         def start(owner):
             size = (width, height) if custom else None  # checked (and snapped) by the backend's validation
             return self.ctx.turns.start(owner, None, TurnSettings(**settings).request(self.ctx.spec, prompt, size=size))
 
         owner, snap = self.ctx.act(owner_state, request, start)
-        yield from gallery_results(self.ctx, owner, snap, progress)
+        yield from gallery_results(self.ctx, owner, snap, request)
 
 
 def _selected_index(evt: gr.SelectData):
@@ -88,14 +115,14 @@ def _selected_index(evt: gr.SelectData):
 
 def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> GenerateHandlers:
     gen = GenerateHandlers(ctx)
-    tab.run.click(
-        gen.generate,
-        [tab.prompt, tab.custom, tab.width, tab.height, owner],
-        [tab.gallery, tab.info, owner],
-        inputs_kwargs=tab.panel.components,
-        api_name="generate",
-        **ctx.gpu,
-    ).then(**refresh)
+    inputs = [tab.prompt, tab.custom, tab.width, tab.height, owner]
+    outputs = [tab.gallery, tab.info, owner]
+    events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
+    tab.run.click(toasts_each(gen.generate), inputs, outputs, api_name="page_generate", **events, **PRIVATE).then(
+        **refresh
+    )
+    api = gr.Button("generate", visible=False)
+    api.click(gen.generate, inputs, outputs, api_name="generate", **events).then(**refresh)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")
     tab.gallery.select(_selected_index, None, tab.pick, **QUICK)
     return gen

@@ -75,7 +75,8 @@ def check_public_bind(host: str, auth: list, public: bool, share: bool) -> None:
 
 
 def launch_kwargs(args, outbox: Path, auth: list) -> dict:
-    from .app import CSS
+    from .app import CSS, HEAD
+    from .i18n import i18n
 
     return dict(
         server_name=args.host,
@@ -89,7 +90,9 @@ def launch_kwargs(args, outbox: Path, auth: list) -> dict:
         root_path=args.root_path,
         show_error=False,
         css=CSS,
+        head=HEAD,
         footer_links=["api"],
+        i18n=i18n(),
     )
 
 

@@ -7,8 +7,10 @@ cache; the stored images themselves are never served by path.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,6 +18,31 @@ from qwen_image.atomic import atomic_copy, atomic_write
 
 PREVIEW_SIDE = 768
 THUMB_SIDE = 160
+SLUG_MAX = 48
+
+
+def slug(text: str, limit: int = SLUG_MAX) -> str:
+    """A file-name-safe short form of a prompt: letters and digits of any script, words joined by hyphens."""
+    text = unicodedata.normalize("NFKC", str(text or "")).casefold()
+    words = re.findall(r"\w+", text)
+    out = ""
+    for word in words:
+        word = word.replace("_", "")
+        if not word:
+            continue
+        nxt = f"{out}-{word}" if out else word
+        if len(nxt) > limit:
+            break
+        out = nxt
+    return out or (words[0][:limit] if words else "")
+
+
+def file_name(prompt: str, seed, index: int | None = None) -> str:
+    """The name a downloaded result gets: the prompt's slug and the seed (and its number when there are several)."""
+    parts = [slug(prompt) or "qwen-image", str(seed)]
+    if index is not None:
+        parts.append(str(index))
+    return "-".join(parts) + ".png"
 
 
 class Media:
@@ -66,6 +93,14 @@ class Media:
     def download_url(self, record, name: str | None = None) -> str:
         """A relative URL (works behind a proxy's sub-path) that serves the full-resolution PNG."""
         return "gradio_api/file=" + quote(self.download(record, name))
+
+    def preview_url(self, record) -> str:
+        return "gradio_api/file=" + quote(self.preview(record))
+
+    def download_link(self, record, prompt: str) -> tuple[str, str]:
+        """(URL, file name) of a result's full-resolution PNG, named after its prompt and seed."""
+        name = file_name(prompt, record.seed)
+        return self.download_url(record, name), name
 
     def sweep(self, max_age: float = 86400.0) -> None:
         """Forget derived files older than ``max_age`` (they are remade on demand)."""

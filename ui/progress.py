@@ -1,4 +1,4 @@
-"""Following a job from a handler: its snapshots, Gradio's progress bar, and how its end is announced."""
+"""Following a job from a handler (the API and the Generate/Edit tabs), and how its end is announced."""
 
 from __future__ import annotations
 
@@ -10,45 +10,49 @@ from conversations.jobs import JobSnapshot
 
 from . import render
 from .context import AppContext
+from .i18n import DEFAULT, Tr, lang_of
+from .media import file_name
 
 
-def follow(ctx: AppContext, owner: str, snap: JobSnapshot, progress: gr.Progress) -> Iterator[JobSnapshot]:
-    """The job's snapshots until it ends (the last one is final); denoising steps also move the progress bar."""
-    for now in ctx.jobs.watch(owner, snap.id):
-        p = now.progress
-        if p is not None and p.phase == "denoising" and p.total:
-            progress((p.step, p.total), desc=render.progress_text(now))
-        yield now
+def follow(ctx: AppContext, owner: str, snap: JobSnapshot) -> Iterator[JobSnapshot]:
+    """The job's snapshots until it ends (the last one is final)."""
+    yield from ctx.jobs.watch(owner, snap.id)
 
 
-def outcome(snap: JobSnapshot) -> str:
+def outcome(snap: JobSnapshot, tr: Tr | None = None) -> str:
     """The status line for a finished job; its notes are also shown as a toast, a failure as a warning."""
+    tr = tr or Tr(DEFAULT)
     if snap.state == "done":
-        notes = " ".join(render.escape_md(n) for n in snap.notes)
+        notes = " ".join(render.escape_html(n) for n in snap.notes)
         if notes:
             gr.Info(notes)
         return notes
     if snap.state == "cancelled":
-        return "Stopped."
+        return tr("turn.stopped")
     if snap.state == "failed":
         gr.Warning(render.escape_html(snap.error or "the job failed"))
-    return f"⚠️ {render.escape_md(snap.error)}"
+    return "⚠️ " + render.escape_md(snap.error)
 
 
-def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, progress: gr.Progress):
+def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.Request | None = None):
     """For the Generate and Edit tabs: (gallery, info line, owner) while the job runs and once it ends; the gallery
-    gets the full-resolution PNGs of a finished turn, (path, caption) pairs."""
+    gets the full-resolution PNGs of a finished turn, (path, caption) pairs named after the prompt and seed."""
+    tr = Tr(lang_of(request))
     last = snap
-    for last in follow(ctx, owner, snap, progress):
-        yield gr.skip(), render.progress_text(last), owner
+    for last in follow(ctx, owner, snap):
+        yield gr.skip(), render.progress_text(last, tr), owner
     turn = ctx.store.get_turn(owner, last.turn_id)
     if last.state != "done" or turn is None:
-        yield gr.skip(), outcome(last), owner
+        yield gr.skip(), outcome(last, tr), owner
         return
-    outcome(last)
-    files = [(ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs]
-    info = render.settings_line(turn.settings, None, turn.timings)
-    yield files, f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar", owner
+    outcome(last, tr)
+    files = [
+        (ctx.media.download(img, file_name(turn.prompt, img.seed)), tr("info.seed", seed=img.seed))
+        for img in turn.outputs
+    ]
+    info = render.settings_line(turn.settings, None, turn.timings, tr)
+    seeds = ", ".join(str(i.seed) for i in turn.outputs)
+    yield files, tr("info.gallery", seeds=seeds, info=info), owner
 
 
 def stopper(ctx: AppContext):
@@ -56,7 +60,9 @@ def stopper(ctx: AppContext):
 
     def stop(owner_state, conversation_id=None, request: gr.Request = None):
         owner = ctx.owner(owner_state, request)
+        tr = Tr(lang_of(request))
         conversation_id = conversation_id if isinstance(conversation_id, str) and conversation_id else None
-        return "Stopping…" if ctx.jobs.cancel(owner, conversation_id=conversation_id) else "Nothing is running."
+        count = ctx.jobs.cancel(owner, conversation_id=conversation_id)
+        return tr("toast.stopping") if count else tr("toast.nothing_running")
 
     return stop

@@ -1,9 +1,26 @@
-"""Pure functions that turn stored conversations and job snapshots into what the UI shows."""
+"""Pure functions that turn stored conversations and job snapshots into what the page shows.
+
+A turn is two chat messages: the user's (prompt, attachments, and the image it edits when that was chosen), and the
+result: the images (as HTML, so that their alt text, the prompt, survives Gradio's chatbot), a toolbar of actions
+(buttons named after the action with the turn id as value; ``ui/bridge.py`` sends their clicks to the server), a
+version switcher when the turn was regenerated, and a settings line. A turn being made shows one progress: its
+step, ETA, the live preview and Stop.
+
+Messages are single-line HTML blocks: Markdown leaves them alone, and the chatbot's sanitizer keeps the elements and
+attributes used here (it drops ``data-*`` and ``aria-*``; names come from visible text or ``title``).
+"""
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from .i18n import Tr
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
@@ -17,118 +34,213 @@ def escape_html(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def settings_line(settings: dict, seed: int | None, timings: dict | None = None) -> str:
+def file_url(path: str) -> str:
+    """A relative URL (works behind a proxy's sub-path) of a file in the app's outbox."""
+    return "gradio_api/file=" + quote(str(path))
+
+
+def data_uri(image, side: int = 256) -> str:
+    """A small inline WebP of a PIL image (the live preview: no file is written)."""
+    im = image.copy()
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    im.save(buf, format="WEBP", quality=70)
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where the page finds a stored image: a preview URL, and a download (URL, file name) for a prompt."""
+
+    preview: Callable  # record -> URL of a small WebP
+    download: Callable  # (record, prompt) -> (URL, file name)
+
+
+def settings_line(settings: dict, seed: int | None, timings: dict | None, tr: Tr) -> str:
     """One line summarising a turn's settings: seed, size, steps, CFG, time."""
     parts = []
     if seed is not None:
-        parts.append(f"seed {seed}")
+        parts.append(tr("info.seed", seed=seed))
     if settings.get("width") and settings.get("height"):
         parts.append(f"{settings['width']}×{settings['height']}")
     if settings.get("steps"):
-        parts.append(f"{settings['steps']} steps")
+        parts.append(tr("info.steps", steps=settings["steps"]))
     cfg = settings.get("true_cfg")
     if cfg and cfg > 1:
         parts.append(f"CFG {cfg:g}")
     if settings.get("transparent"):
-        parts.append("transparent")
-    if settings.get("references"):
-        parts.append(f"{settings['references']} ref")
+        parts.append(tr("info.transparent"))
     if timings and timings.get("total"):
         parts.append(f"{timings['total']:.1f} s")
     return " · ".join(parts)
 
 
-def progress_text(snap) -> str:
+def progress_text(snap, tr: Tr) -> str:
     """A short status for a queued or running job."""
     if snap is None:
-        return ""
-    if snap.state == "queued":
-        return f"⏳ Waiting for the GPU — {snap.position} job(s) ahead" if snap.position else "⏳ Starting…"
+        return tr("progress.starting")
+    if snap.state == "queued":  # behind the running job and ``position`` queued ones
+        return tr("progress.queued", ahead=snap.position + 1)
     p = snap.progress
     if p is None:
-        return "⏳ Starting…"
-    if p.phase == "loading":
-        return "⏳ Loading the model (first request after start)…"
-    if p.phase == "waiting":
-        return "⏳ Waiting for the GPU…"
-    if p.phase == "encoding":
-        return "⏳ Reading the prompt…"
-    if p.phase == "denoising":
-        eta = f" · about {p.eta:.0f} s left" if p.eta is not None else ""
-        return f"⏳ Step {p.step}/{p.total}{eta}"
-    if p.phase == "decoding":
-        return "⏳ Decoding the image…"
-    return "⏳ Finishing…"
+        return tr("progress.starting")
+    if p.phase == "denoising" and p.total:
+        eta = tr("progress.eta", seconds=f"{p.eta:.0f}") if p.eta is not None else ""
+        return tr("progress.step", step=p.step, total=p.total) + eta
+    return (
+        tr(f"progress.{p.phase}") if p.phase in ("loading", "waiting", "encoding", "decoding") else tr("progress.end")
+    )
 
 
-def turn_messages(turn, preview, position: int, link=None) -> list[dict]:
-    """Chat messages of one turn: the user's prompt (+ attachments), then the result or its status.
+def _button(action: str, value: str, label: str, title: str | None = None, cls: str = "") -> str:
+    tip = f' title="{escape_html(title)}"' if title else ""
+    return (
+        f'<button type="button" class="qic-act {cls}" name="{action}" value="{escape_html(value)}"{tip}>'
+        f"{label}</button>"
+    )
 
-    ``link(record, name)``, when given, is the URL of an output's full-resolution PNG, linked from the summary line.
-    """
-    msgs = [{"role": "user", "content": escape_md(turn.prompt)}]
-    for img in turn.inputs:
-        if img.role == "input":
-            msgs.append({"role": "user", "content": {"path": preview(img), "alt_text": "attached image"}})
-    if turn.status == "done":
-        for img in turn.outputs:
-            msgs.append({"role": "assistant", "content": {"path": preview(img), "alt_text": f"turn {position} result"}})
-        seeds = [img.seed for img in turn.outputs]
-        line = settings_line(turn.settings, seeds[0] if len(seeds) == 1 else None, turn.timings)
-        if len(seeds) > 1:
-            line = f"seeds {', '.join(str(s) for s in seeds)} · {line}"
-        if link is not None:
-            many = len(turn.outputs) > 1
-            links = [
-                f"[⬇ {i if many else 'PNG'}]({link(img, f'qwen-image-{position}-{img.seed}.png')})"
-                for i, img in enumerate(turn.outputs, 1)
-            ]
-            line += " · " + " ".join(links)
-        msgs.append({"role": "assistant", "content": f"**#{position}** · {line}"})
-    elif turn.status == "running":
-        msgs.append({"role": "assistant", "content": "⏳ Working on it…"})
-    elif turn.status == "cancelled":
-        msgs.append({"role": "assistant", "content": f"**#{position}** · ⏹ Stopped."})
-    else:
-        msgs.append(
-            {"role": "assistant", "content": f"**#{position}** · ⚠️ Failed: {escape_md(turn.error or 'unknown error')}"}
+
+def _img(url: str, alt: str, cls: str = "") -> str:
+    return f'<img src="{escape_html(url)}" alt="{escape_html(alt)}" class="{cls}">'
+
+
+def _versions(turn, tr: Tr) -> str:
+    if turn.versions <= 1:
+        return ""
+    prev = _button("version", f"{turn.id}:-1", "‹", tr("turn.previous_version"), "qic-ver")
+    nxt = _button("version", f"{turn.id}:1", "›", tr("turn.next_version"), "qic-ver")
+    label = escape_html(tr("turn.version_title"))
+    count = f'<span class="qic-vcount" title="{label}">{turn.version}/{turn.versions}</span>'
+    return f'<span class="qic-versions">{prev}{count}{nxt}</span>'
+
+
+def user_message(turn, number: int, edited_from: int | None, links: Links, tr: Tr) -> dict:
+    """The user's message: the prompt, the attached images, and the chosen image it edits (a branch)."""
+    parts = []
+    if edited_from is not None and turn.inputs and turn.inputs[0].role == "output":
+        src = turn.inputs[0]
+        alt = tr("turn.branch_alt", n=edited_from)
+        parts.append(
+            f'<span class="qic-branch">{_img(links.preview(src), alt, "qic-thumb")}'
+            f"{escape_html(tr('turn.branch', n=edited_from))}</span>"
         )
-    return msgs
+    attached = [img for img in turn.inputs if img.role == "input"]
+    if attached:
+        thumbs = "".join(
+            _img(links.preview(img), tr("turn.attachment_alt", n=i), "qic-thumb") for i, img in enumerate(attached, 1)
+        )
+        parts.append(f'<span class="qic-attached">{thumbs}</span>')
+    prompt = escape_html(turn.prompt).replace("\n", "<br>")
+    parts.append(f'<span class="qic-prompt">{prompt}</span>')
+    return {"role": "user", "content": f'<div class="qic-user" id="qic-turn-{number}">{"".join(parts)}</div>'}
 
 
-def conversation_messages(conversation, preview, live=None, link=None) -> tuple[list[dict], list[str]]:
-    """All messages of a conversation and, for each message, the id of the turn it belongs to.
+def result_message(turn, number: int, links: Links, tr: Tr, live=None) -> dict:
+    """The result of a turn: its images with their actions, or its progress, or why it has none."""
+    tag = f'<span class="qic-num">#{number}</span>'
+    if turn.status == "running":
+        return {"role": "assistant", "content": pending_html(turn, number, live, tr)}
+    if turn.status != "done" or not turn.outputs:
+        why = tr("turn.stopped") if turn.status == "cancelled" else tr("turn.failed", error=turn.error or "?")
+        retry = _button("regenerate", turn.id, "↻ " + tr("turn.try_again"))
+        bar = f'<div class="qic-bar" role="toolbar">{_versions(turn, tr)}{retry}</div>'
+        return {
+            "role": "assistant",
+            "content": f'<div class="qic-result qic-ended">{tag} {escape_html(why)}{bar}</div>',
+        }
+    many = len(turn.outputs) > 1
+    images = []
+    downloads = []
+    for i, img in enumerate(turn.outputs, 1):
+        alt = turn.prompt if not many else tr("turn.image_of", prompt=turn.prompt, i=i, n=len(turn.outputs))
+        images.append(_img(links.preview(img), alt, "qic-image"))
+        url, name = links.download(img, turn.prompt)
+        label = "⬇ " + (tr("turn.download_n", i=i) if many else tr("turn.download"))
+        downloads.append(
+            f'<a class="qic-dl" href="{escape_html(url)}" download="{escape_html(name)}" '
+            f'title="{escape_html(name)}">{escape_html(label)}</a>'
+        )
+    seeds = [img.seed for img in turn.outputs]
+    info = settings_line(turn.settings, seeds[0] if not many else None, turn.timings, tr)
+    if many:
+        info = tr("info.seeds", seeds=", ".join(str(s) for s in seeds)) + " · " + info
+    actions = (
+        _versions(turn, tr)
+        + _button("edit", turn.id, "✎ " + tr("turn.edit"), tr("turn.edit_title"))
+        + _button("regenerate", turn.id, "↻ " + tr("turn.regenerate"), tr("turn.regenerate_title"))
+        + "".join(downloads)
+        + _button("reuse", turn.id, "⚙ " + tr("turn.reuse"), tr("turn.reuse_title"))
+        + _button("to_edit", turn.id, "⇄ " + tr("turn.to_edit"), tr("turn.to_edit_title"))
+    )
+    return {
+        "role": "assistant",
+        "content": (
+            f'<div class="qic-result"><div class="qic-images">{"".join(images)}</div>'
+            f'<div class="qic-bar" role="toolbar">{actions}</div>'
+            f'<div class="qic-info">{tag} {escape_html(info)}</div></div>'
+        ),
+    }
 
-    ``live`` is the snapshot of a job still running in this conversation: its placeholder shows the progress.
-    """
-    messages, owners = [], []
-    if conversation is None:
-        return messages, owners
-    for i, turn in enumerate(conversation.turns, 1):
-        msgs = turn_messages(turn, preview, i, link)
-        if live is not None and turn.id == live.turn_id and turn.status == "running":
-            msgs[-1] = {"role": "assistant", "content": progress_text(live)}
-        messages.extend(msgs)
-        owners.extend([turn.id] * len(msgs))
-    return messages, owners
 
-
-def selected_line(conversation, turn_id: str | None, branch_image_id: str | None) -> str:
-    """What the turn actions apply to, and which image the next message will edit."""
-    if conversation is None or not conversation.turns:
-        return "Start with a prompt: the first message generates an image, the next ones edit it."
-    turns = list(conversation.turns)
-    chosen = next((t for t in turns if t.id == turn_id), None) or turns[-1]
-    pos = turns.index(chosen) + 1
-    text = f"Selected: **#{pos}**"
-    if chosen.outputs:
-        text += f" (seed {chosen.outputs[0].seed})"
-    if branch_image_id:
-        src = next((i for i, t in enumerate(turns, 1) if any(o.id == branch_image_id for o in t.outputs)), None)
-        text += f" · next message edits the image of **#{src}**" if src else " · next message edits the chosen image"
+def pending_html(turn, number: int, live, tr: Tr) -> str:
+    """The one progress indicator of a turn being made: the preview (or a placeholder), step and ETA, Stop."""
+    p = live.progress if live is not None else None
+    w, h = turn.settings.get("width") or 1, turn.settings.get("height") or 1
+    if p is not None and getattr(p, "preview", None) is not None:
+        picture = _img(data_uri(p.preview), tr("progress.preview_alt"), "qic-live")
     else:
-        latest = conversation.latest_output()
-        if latest is not None:
-            src = next(i for i, t in enumerate(turns, 1) if t.id == latest.turn_id)
-            text += f" · next message edits the image of **#{src}**"
-    return text
+        picture = f'<span class="qic-live qic-blank" style="aspect-ratio: {w} / {h}"></span>'
+    text = progress_text(live, tr)
+    step, total = (p.step, p.total) if p is not None and p.phase == "denoising" and p.total else (0, 1)
+    meter = f'<progress value="{step}" max="{total}" title="{escape_html(text)}"></progress>'
+    stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
+    return (
+        f'<div class="qic-result qic-pending" role="status">{picture}'
+        f'<div class="qic-progress"><span class="qic-num">#{number}</span>{meter}'
+        f'<span class="qic-ptext">{escape_html(text)}</span>{stop}</div>{_versions(turn, tr)}</div>'
+    )
+
+
+def conversation_messages(conversation, links: Links, tr: Tr, live: dict | None = None) -> list[dict]:
+    """All messages of a conversation (``live``: job snapshots by turn id, for the turns being made)."""
+    messages: list[dict] = []
+    if conversation is None:
+        return messages
+    turns = list(conversation.turns)
+    made_by = {o.id: n for n, t in enumerate(turns, 1) for o in t.outputs}
+    latest_before = None  # the image an edit gets when nothing else is chosen
+    for number, turn in enumerate(turns, 1):
+        first = turn.inputs[0] if turn.inputs else None
+        edited = made_by.get(first.id) if first is not None and first.role == "output" else None
+        branch = edited if edited is not None and (latest_before is None or first.id != latest_before.id) else None
+        messages.append(user_message(turn, number, branch, links, tr))
+        # (text the model was given besides the prompt, e.g. an enhanced prompt, belongs here: an assistant message
+        # with metadata={"title": ...}, which the chatbot shows as a collapsible block)
+        messages.append(result_message(turn, number, links, tr, (live or {}).get(turn.id)))
+        if turn.outputs:
+            latest_before = turn.outputs[0]
+    return messages
+
+
+def chip_html(target, links: Links, tr: Tr) -> str:
+    """What the next message will edit, above the message box: a removable chip for a chosen image, the latest image
+    otherwise; CSS swaps in the "attachments replace it" line while files are attached."""
+    attach = f'<span class="qic-chip-attach">📎 {escape_html(tr("composer.attachments_replace"))}</span>'
+    if target.source == "none":
+        return f'<div class="qic-chip qic-chip-new"><span>✨ {escape_html(tr("composer.new_image"))}</span></div>'
+    thumb = _img(links.preview(target.base), tr("composer.chip_alt", n=target.turn_number or "?"), "qic-thumb")
+    if target.source == "branch":
+        text = tr("composer.editing_chosen", n=target.turn_number or "?")
+        remove = _button("unchip", "1", "×", tr("composer.remove_chip"), "qic-unchip")
+        plus = f'<span class="qic-chip-plus">{escape_html(tr("composer.plus_attachments"))}</span>'
+        return f'<div class="qic-chip qic-chip-branch">{thumb}<span>{escape_html(text)}</span>{plus}{remove}</div>'
+    text = tr("composer.editing_latest", n=target.turn_number or "?")
+    base = f'<span class="qic-chip-base">{thumb}{escape_html(text)}</span>'
+    return f'<div class="qic-chip qic-chip-latest">{base}{attach}</div>'
+
+
+def placeholder(target, tr: Tr) -> str:
+    """The message box's placeholder: what typing there will do."""
+    if target.source == "none":
+        return tr("composer.placeholder_new")
+    return tr("composer.placeholder_edit", n=target.turn_number or "?")

@@ -19,25 +19,32 @@ from qwen_image.registry import ModelSpec
 from qwen_image.sizes import size_for
 
 from .context import QUICK
+from .i18n import DEFAULT, Tr, t
+
+CUSTOM = "custom"  # Generate tab: the width and height boxes instead of a ratio
 
 
-def ratio_choices(spec: ModelSpec, first: str | None = AUTO, sized: bool = True) -> list[tuple[str, str]]:
-    """(label, value) pairs: an optional first choice (AUTO or MATCH), then each ratio with its default-tier size."""
-    out = {AUTO: [("Auto (input image's shape, else 1:1)", AUTO)], MATCH: [("Follow the reference above", MATCH)]}
-    choices = out.get(first, [])
+def ratio_choices(spec: ModelSpec, first: str | None = AUTO, sized: bool = True, custom: bool = False) -> list:
+    """(label, value) pairs: an optional first choice (AUTO or MATCH), then each ratio with its default-tier size,
+    then (``custom``) an exact width and height."""
+    out = {AUTO: [(t("settings.ratio_auto"), AUTO)], MATCH: [(t("settings.ratio_match"), MATCH)]}
+    choices = list(out.get(first, []))
     for ratio in spec.ratios:
         w, h = size_for(spec, ratio, spec.default_tier)
         choices.append((f"{ratio} · {w}×{h}" if sized else ratio, ratio))
+    if custom:
+        choices.append((t("settings.ratio_custom"), CUSTOM))
     return choices
 
 
-def size_note(spec: ModelSpec, ratio: str, tier: str) -> str:
+def size_note(spec: ModelSpec, ratio: str, tier: str, tr: Tr | None = None) -> str:
+    tr = tr or Tr(DEFAULT)
+    if ratio == CUSTOM:
+        return tr("settings.size_custom")
     if ratio not in spec.ratios or tier not in spec.tier_names:
-        return (
-            f"Output about {dict(spec.tiers).get(tier, 0)}² pixels, shaped like the image being edited (1:1 otherwise)."
-        )
+        return tr("settings.size_auto", side=dict(spec.tiers).get(tier, 0))
     w, h = size_for(spec, ratio, tier)
-    return f"Output size: **{w}×{h}**"
+    return tr("settings.size_exact", w=w, h=h)
 
 
 @dataclass(frozen=True)
@@ -48,24 +55,44 @@ class Field:
 
 
 def _ratio(spec, d, first):
-    return gr.Dropdown(ratio_choices(spec, first, sized=first != MATCH), value=d.ratio, label="Aspect ratio")
+    return gr.Dropdown(
+        ratio_choices(spec, first, sized=first != MATCH, custom=first == ""),
+        value=d.ratio,
+        label=t("settings.ratio"),
+        elem_classes=["qic-ratio"],
+    )
 
 
 def _steps(spec, d, first):
     fixed = spec.sigmas is not None
-    info = "fixed by this model's schedule" if fixed else None
-    return gr.Slider(1, 100, value=d.steps, step=1, label="Steps", interactive=not fixed, info=info)
+    info = t("settings.steps_fixed") if fixed else None
+    return gr.Slider(
+        1,
+        100,
+        value=d.steps,
+        step=1,
+        label=t("settings.steps"),
+        interactive=not fixed,
+        info=info,
+        elem_classes=["qic-steps"],
+    )
 
 
 FIELDS = (
     Field("ratio", "aspect_ratio", _ratio),
-    Field("tier", "tier", lambda spec, d, first: gr.Radio(list(spec.tier_names), value=d.tier, label="Resolution")),
+    Field(
+        "tier",
+        "tier",
+        lambda spec, d, first: gr.Dropdown(
+            list(spec.tier_names), value=d.tier, label=t("settings.tier"), elem_classes=["qic-tier"]
+        ),
+    ),
     Field("steps", "steps", _steps),
     Field(
         "cfg",
         "true_cfg",
         lambda spec, d, first: gr.Slider(
-            1.0, 10.0, value=d.cfg, step=0.5, label="True CFG (1 = off)", visible=spec.allow_cfg
+            1.0, 10.0, value=d.cfg, step=0.5, label=t("settings.cfg"), visible=spec.allow_cfg
         ),
     ),
     Field(
@@ -73,52 +100,92 @@ FIELDS = (
         "negative_prompt",
         lambda spec, d, first: gr.Textbox(
             value=d.negative,
-            label="Negative prompt",
+            label=t("settings.negative"),
             lines=1,
             visible=spec.true_cfg > 1,
-            placeholder="what to steer away from",
+            placeholder=t("settings.negative_placeholder"),
             max_length=4000,
         ),
     ),
     Field(
         "seed",
         "seed",
-        lambda spec, d, first: gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX),
+        lambda spec, d, first: gr.Number(
+            value=d.seed, label=t("settings.seed"), precision=0, minimum=0, maximum=SEED_MAX
+        ),
     ),
-    Field("randomize", "seed", lambda spec, d, first: gr.Checkbox(value=d.randomize, label="Random seed each time")),
+    Field("randomize", "seed", lambda spec, d, first: gr.Checkbox(value=d.randomize, label=t("settings.randomize"))),
     Field(
-        "num_images", "num_images", lambda spec, d, first: gr.Slider(1, 4, value=d.num_images, step=1, label="Images")
+        "num_images",
+        "num_images",
+        lambda spec, d, first: gr.Slider(1, 4, value=d.num_images, step=1, label=t("settings.num_images")),
     ),
     Field(
         "transparent",
         "transparent",
         lambda spec, d, first: gr.Checkbox(
-            value=d.transparent, label="Transparent background", visible=spec.transparent
+            value=d.transparent, label=t("settings.transparent"), visible=spec.transparent
         ),
     ),
 )
 assert tuple(f.name for f in FIELDS) == TurnSettings.names(), "every TurnSettings field has one row in FIELDS"
 
 
-class Panel:
-    """The components of one settings panel, by field name, and the way back from stored settings."""
+COMPACT = ("ratio", "tier")  # the fields beside the message box; the others go under "Advanced"
 
-    def __init__(self, spec: ModelSpec, capabilities: Capabilities, first_ratio: str = AUTO):
-        """``first_ratio``: AUTO (chat), MATCH (Edit tab: follow a reference) or "" (Generate: ratios only)."""
+
+class Panel:
+    """The components of one settings panel, by field name, and the way back from stored settings.
+
+    The shape of the output (ratio, resolution) comes first, in a row; the other fields under a closed "Advanced".
+    """
+
+    def __init__(
+        self, spec: ModelSpec, capabilities: Capabilities, first_ratio: str = AUTO, extra=None, compact: bool = False
+    ):
+        """``first_ratio``: AUTO (chat), MATCH (Edit tab: follow a reference) or "" (Generate: ratios only, and a
+        custom size). ``extra``: a function called inside the Advanced accordion to add the tab's own controls.
+        ``compact`` (beside the message box, inside the caller's row): the shape as small chips without labels."""
         self.spec = spec
         defaults = TurnSettings.defaults(spec, first_ratio or "1:1")
         self.components: dict[str, gr.components.Component] = {}
-        for f in FIELDS:
+        built: dict[str, gr.components.Component] = {}
+
+        def make(f: Field):
             component = f.make(spec, defaults, first_ratio)
             if not capabilities.accepts(f.setting):
                 component.visible = False
-            self.components[f.name] = component
-            if f.name == "tier":  # the exact size, under the resolution
-                size = gr.Markdown(size_note(spec, defaults.ratio, defaults.tier), visible=first_ratio != MATCH)
+            if compact and f.name in COMPACT:
+                component.show_label, component.container, component.min_width = False, False, 110
+                component.scale = 0
+            built[f.name] = component
+
+        by_name = {f.name: f for f in FIELDS}
+        if compact:
+            for name in COMPACT:
+                make(by_name[name])
+        else:
+            with gr.Row(elem_classes=["qic-shape"], equal_height=True):
+                for name in COMPACT:
+                    make(by_name[name])
+        note = size_note(spec, defaults.ratio, defaults.tier)
+        self.size = gr.Markdown(note, elem_classes=["qic-size"], visible=not compact)  # compact: the ratio says it
+        with gr.Accordion(t("settings.advanced"), open=False, elem_classes=["qic-advanced"]) as self.advanced:
+            for f in FIELDS:
+                if f.name not in COMPACT:
+                    make(f)
+            if extra is not None:
+                extra()
+        self.components = {f.name: built[f.name] for f in FIELDS}  # in FIELDS order: the handlers' keywords
         ratio, tier, cfg = (self.components[k] for k in ("ratio", "tier", "cfg"))
-        note = {"fn": lambda r, t: size_note(spec, r, t), "inputs": [ratio, tier], "outputs": size, **QUICK}
-        ratio.change(**note)
-        tier.change(**note)
+
+        def note(r, tr_, request: gr.Request = None):
+            from .i18n import lang_of
+
+            return size_note(spec, r, tr_, Tr(lang_of(request)))
+
+        ratio.change(note, [ratio, tier], self.size, **QUICK)
+        tier.change(note, [ratio, tier], self.size, **QUICK)
         cfg.change(lambda c: gr.update(visible=c > 1), cfg, self.components["negative"], **QUICK)
 
     @property
@@ -131,3 +198,29 @@ class Panel:
         cfg = settings.cfg or 1.0
         values[list(self.components).index("negative")] = gr.update(value=settings.negative, visible=cfg > 1)
         return values
+
+    def stored(self, values: dict) -> list:
+        """Values for ``outputs`` from what a browser kept (``persist``); anything odd falls back to the defaults."""
+        if not isinstance(values, dict):
+            return [gr.skip()] * len(self.components)
+        out = []
+        for name, component in self.components.items():
+            value = values.get(name)
+            ok = value is not None and _fits(component, value)
+            out.append(value if ok else gr.skip())
+        return out
+
+
+def _fits(component, value) -> bool:
+    """Whether a remembered value is one the component takes (choices, ranges, types)."""
+    if isinstance(component, gr.Dropdown):
+        return value in [c[1] if isinstance(c, tuple) else c for c in (component.choices or [])]
+    if isinstance(component, gr.Slider):
+        return isinstance(value, (int, float)) and component.minimum <= value <= component.maximum
+    if isinstance(component, gr.Checkbox):
+        return isinstance(value, bool)
+    if isinstance(component, gr.Number):
+        return isinstance(value, (int, float)) and 0 <= value <= SEED_MAX
+    if isinstance(component, gr.Textbox):
+        return isinstance(value, str) and len(value) <= 4000
+    return False

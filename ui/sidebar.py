@@ -1,62 +1,70 @@
-"""The conversation sidebar: newest first with a thumbnail and a title; open, rename, delete, search, export, import."""
+"""The conversation list in a collapsible sidebar: new chat, search as you type, the list grouped by date with the
+open conversation highlighted and a spinner on the ones being made, a menu per item (rename, export, delete), more
+on demand, and importing a .zip.
+
+The list is one HTML component drawn on the server (every user text escaped); its buttons send their action and the
+conversation id to the server through the component's own ``trigger``.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from conversations.archive import export_conversation, import_conversation
+from conversations.listing import grouped, page_size
 
-from .chat import ChatHandlers
-from .context import PRIVATE, QUICK, AppContext, user_error
+from .context import PRIVATE, AppContext
+from .i18n import Tr, lang_of, t
+from .render import escape_html, file_url
+
+LIST_JS = """
+element.addEventListener('click', (e) => {
+  const b = e.target.closest('button.qic-act');
+  if (!b || !element.contains(b)) return;
+  e.preventDefault();
+  const data = {act: b.name, value: b.value};
+  if (b.name === 'rename') {
+    const title = window.prompt(b.title, b.getAttribute('data-current') || '');
+    if (title === null || !title.trim()) return;
+    data.title = title;
+  }
+  if (b.name === 'delete' && !window.confirm(b.title)) return;
+  const menu = b.closest('details');
+  if (menu) menu.open = false;
+  trigger('click', data);
+});
+"""
 
 
 @dataclass(frozen=True)
 class SidebarTab:
     new: gr.Button
     search: gr.Textbox
-    gallery: gr.Gallery
-    rename_box: gr.Textbox
-    rename: gr.Button
-    delete: gr.Button
-    confirm: gr.Button
-    export: gr.Button
+    listing: gr.HTML
     export_file: gr.File
     import_zip: gr.UploadButton
-    ids: gr.State  # the conversation id of each gallery item
-
-    @property
-    def view(self) -> list:
-        """The outputs of ``sidebar_view``."""
-        return [self.gallery, self.ids]
+    pages: gr.State  # how many pages of the list are shown
 
 
 def layout() -> SidebarTab:
-    with gr.Column(scale=1, min_width=220, elem_id="qic-sidebar"):
-        new = gr.Button("+ New chat", variant="primary")
-        search = gr.Textbox(placeholder="Search prompts…", show_label=False, max_length=200)
-        gallery = gr.Gallery(
-            label="Conversations",
-            elem_id="qic-convs",
-            columns=2,
-            height=420,
-            allow_preview=False,
-            show_label=True,
-            object_fit="cover",
+    with gr.Sidebar(label="Conversations", elem_id="qic-sidebar", width=290, open=True):
+        new = gr.Button(t("side.new"), variant="primary", elem_id="qic-new", size="md")
+        search = gr.Textbox(
+            placeholder=t("side.search"),
+            label=t("side.search_label"),
+            show_label=False,
+            max_length=200,
+            elem_id="qic-search",
+            container=False,
         )
-        with gr.Accordion("Manage", open=False):
-            rename_box = gr.Textbox(label="New title", max_length=200)
-            rename = gr.Button("Rename", size="sm")
-            delete = gr.Button("Delete conversation", size="sm", variant="stop")
-            confirm = gr.Button("Really delete it and its images", size="sm", variant="stop", visible=False)
-            export = gr.Button("Export as .zip", size="sm")
-            export_file = gr.File(label="Export", interactive=False)
-            import_zip = gr.UploadButton("Import .zip", file_types=[".zip"], size="sm")
-    return SidebarTab(
-        new, search, gallery, rename_box, rename, delete, confirm, export, export_file, import_zip, gr.State([])
-    )
+        listing = gr.HTML("", elem_id="qic-convs", js_on_load=LIST_JS, apply_default_css=False)
+        export_file = gr.File(label=t("side.export_file"), interactive=False, visible=False, elem_id="qic-export")
+        import_zip = gr.UploadButton(t("side.import"), file_types=[".zip"], size="sm", elem_id="qic-import")
+    return SidebarTab(new, search, listing, export_file, import_zip, gr.State(1))
 
 
 def _placeholder(outbox: Path) -> str:
@@ -69,96 +77,96 @@ def _placeholder(outbox: Path) -> str:
     return str(path)
 
 
-def sidebar_view(ctx: AppContext, owner: str, query: str | None = None) -> tuple[list, list]:
-    """(gallery items, conversation ids) for the owner, newest first."""
-    summaries = ctx.store.list_conversations(owner, query=(query or "").strip() or None)
+def list_html(ctx: AppContext, owner: str, tr: Tr, open_id=None, query="", pages=1, utc_offset=0) -> str:
+    """The owner's conversations grouped by date, newest first, the open one highlighted."""
+    query = (query or "").strip() if isinstance(query, str) else ""
+    size = page_size(pages)
+    summaries = ctx.store.list_conversations(owner, query=query or None, limit=size + 1)
+    more, summaries = len(summaries) > size, summaries[:size]
+    running = {s.conversation_id for s in ctx.jobs.active(owner)}
+    if not summaries:
+        key = "side.no_results" if query else "side.empty"
+        return f'<p class="qic-none" role="status">{escape_html(tr(key, query=query))}</p>'
     placeholder = _placeholder(ctx.media.outbox)
-    items, ids = [], []
-    for s in summaries:
-        thumb = ctx.media.thumbnail(s.thumbnail) if s.thumbnail is not None else placeholder
-        title = (s.title or "Untitled").replace("\n", " ")
-        items.append((thumb, title if len(title) <= 60 else title[:59] + "…"))
-        ids.append(s.id)
-    return items, ids
+    offset = utc_offset if isinstance(utc_offset, (int, float)) else 0
+    parts = []
+    for group, items in grouped(summaries, time.time(), int(offset)):
+        parts.append(f'<h3 class="qic-group">{escape_html(tr("side.group_" + group))}</h3><ul class="qic-list">')
+        for s in items:
+            thumb = ctx.media.thumbnail(s.thumbnail) if s.thumbnail is not None else placeholder
+            title = escape_html(s.title)
+            here = s.id == open_id
+            spin = (
+                f'<span class="qic-spin" role="img" aria-label="{escape_html(tr("side.running"))}"></span>'
+                if s.id in running
+                else ""
+            )
+            current = ' aria-current="page"' if here else ""
+            item = f'<li class="qic-conv{" qic-here" if here else ""}">'
+            item += (
+                f'<button type="button" class="qic-act qic-open" name="open" value="{s.id}" title="{title}"{current}>'
+                f'<img src="{escape_html(file_url(thumb))}" alt="" class="qic-cthumb">'
+                f'<span class="qic-ctitle">{title}</span>{spin}</button>'
+            )
+            menu, tip = escape_html(tr("side.menu_for", title=s.title)), escape_html(tr("side.menu"))
+            item += f'<details class="qic-menu"><summary title="{tip}" aria-label="{menu}">⋯</summary>'
+            item += '<div class="qic-menu-items">'
+            item += _menu_button(
+                "rename", s.id, tr("side.rename"), tr("side.rename_prompt"), f' data-current="{title}"'
+            )
+            item += _menu_button("export", s.id, tr("side.export"))
+            item += _menu_button(
+                "delete", s.id, tr("side.delete"), tr("side.delete_confirm", title=s.title), "", "qic-danger"
+            )
+            parts.append(item + "</div></details></li>")
+        parts.append("</ul>")
+    if more:
+        parts.append(
+            f'<button type="button" class="qic-act qic-more" name="more" value="{pages + 1}">'
+            f"{escape_html(tr('side.more'))}</button>"
+        )
+    return "".join(parts)
 
 
-def refresh_event(ctx: AppContext, tab: SidebarTab, owner: gr.State) -> dict:
-    """A private event (for ``.then(**refresh)``) that redraws the sidebar after a turn."""
-
-    def refresh(own):
-        return sidebar_view(ctx, own) if own else (gr.skip(), gr.skip())
-
-    return {"fn": refresh, "inputs": [owner], "outputs": tab.view, **PRIVATE}
+def _menu_button(action: str, conv_id: str, label: str, title: str = "", attrs: str = "", cls: str = "") -> str:
+    tip = f' title="{escape_html(title)}"' if title else ""
+    return (
+        f'<button type="button" class="qic-act {cls}" name="{action}" value="{conv_id}"{tip}{attrs}>'
+        f"{escape_html(label)}</button>"
+    )
 
 
 class SidebarHandlers:
-    def __init__(self, ctx: AppContext, chat: ChatHandlers):
+    def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.chat = chat
 
-    def search(self, query, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        return (*sidebar_view(self.ctx, owner, query if isinstance(query, str) else ""), owner)
-
-    def open_selected(self, ids, owner_state, evt: gr.SelectData, request: gr.Request = None):
-        index = evt.index if isinstance(evt.index, int) else None
-        if index is None or not ids or not (0 <= index < len(ids)):
-            raise gr.Error("No such conversation.")
-        return self.chat.open_conversation(ids[index], owner_state, request)
-
-    def rename(self, title, owner_state, conv_id, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        title = title if isinstance(title, str) else ""
-        if not conv_id or not title.strip():
-            raise gr.Error("Open a conversation and type a new title first.")
-        if not self.ctx.store.rename_conversation(owner, conv_id, title):
-            raise gr.Error("That title cannot be used (control characters?), or the conversation is gone.")
-        return (*sidebar_view(self.ctx, owner), gr.update(value=""))
-
-    def delete(self, owner_state, conv_id, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
-        if not conv_id:
-            raise gr.Error("Open the conversation you want to delete first.")
-        if self.ctx.jobs.active(owner, conv_id):
-            raise gr.Error("This conversation has a running job; stop it first.")
-        if not self.ctx.store.delete_conversation(owner, conv_id):
-            raise gr.Error("No such conversation.")
-        return (*self.chat.view(owner, None), *sidebar_view(self.ctx, owner))
-
-    def export(self, owner_state, conv_id, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
+    def export(self, owner: str, conv_id: str, tr: Tr) -> str:
         if not conv_id or self.ctx.store.get_conversation(owner, conv_id) is None:
-            raise gr.Error("Open the conversation you want to export first.")
+            raise gr.Error(tr("side.no_such"))
         folder = self.ctx.media.outbox / "downloads" / conv_id
         folder.mkdir(parents=True, exist_ok=True)
         return str(export_conversation(self.ctx.store, owner, conv_id, folder / f"conversation-{conv_id[:8]}.zip"))
 
-    def import_zip(self, file, owner_state, request: gr.Request = None):
-        owner = self.ctx.owner(owner_state, request)
+    def import_zip(self, owner: str, file, tr: Tr) -> str:
         path = getattr(file, "name", None) or (file if isinstance(file, str) else None)
         if not path:
-            raise gr.Error("Choose a conversation .zip exported from this app.")
-        try:
-            conv_id = import_conversation(self.ctx.store, owner, Path(path))
-        except Exception as exc:
-            raise user_error(exc) from None
-        return (*self.chat.view(owner, conv_id), *sidebar_view(self.ctx, owner), owner)
+            raise gr.Error(tr("side.choose_zip"))
+        return import_conversation(self.ctx.store, owner, Path(path))
 
 
-def wire(ctx: AppContext, tab: SidebarTab, owner: gr.State, chat: ChatHandlers, chat_view: list, conv: gr.State):
-    """The sidebar's events; opening, deleting or importing shows the result in the chat (``chat_view``)."""
-    side = SidebarHandlers(ctx, chat)
-    tab.new.click(chat.new_chat, [owner], [*chat_view, owner], api_name="new_chat")
-    tab.gallery.select(side.open_selected, [tab.ids, owner], [*chat_view, owner], **PRIVATE)
-    tab.search.submit(side.search, [tab.search, owner], [*tab.view, owner], api_name="search_conversations")
-    tab.rename.click(
-        side.rename, [tab.rename_box, owner, conv], [*tab.view, tab.rename_box], api_name="rename_conversation"
-    )
-    tab.delete.click(lambda: gr.update(visible=True), None, tab.confirm, **QUICK)
-    tab.confirm.click(side.delete, [owner, conv], [*chat_view, *tab.view], api_name="delete_conversation").then(
-        lambda: gr.update(visible=False), None, tab.confirm, **QUICK
-    )
-    tab.export.click(side.export, [owner, conv], tab.export_file, api_name="export_conversation")
-    tab.import_zip.upload(
-        side.import_zip, [tab.import_zip, owner], [*chat_view, *tab.view, owner], api_name="import_conversation"
+def search_event(ctx: AppContext, tab: SidebarTab, owner: gr.State, conv: gr.State, tz: gr.Number) -> None:
+    """The list follows the search box as the user types."""
+
+    def search(query, own, conv_id, offset, request: gr.Request = None):
+        if not own:
+            return gr.skip(), 1
+        return list_html(ctx, own, Tr(lang_of(request)), conv_id, query, 1, offset), 1
+
+    tab.search.change(
+        search,
+        [tab.search, owner, conv, tz],
+        [tab.listing, tab.pages],
+        trigger_mode="always_last",
+        show_progress="hidden",
+        **PRIVATE,
     )
