@@ -7,6 +7,10 @@ job can see or cancel it.
 
 Where GPU time is handed out per call (Hugging Face ZeroGPU), there is no worker: ``gpu_slot`` wraps the job runner,
 and ``watch()`` runs the job inside the caller's slot.
+
+Nothing grows without bound: a finished job drops its request (reference images) and live preview at once, and is
+forgotten ``KEEP_FINISHED_S`` seconds after it ended (or sooner when more than ``KEEP_FINISHED`` have ended since); by
+then every page that follows it has read its end (the result itself is in the store).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 TERMINAL = ("done", "failed", "cancelled")
+# How long a finished job stays readable: a follower polls every 0.25 s and the chat page every 0.5 s, but a browser
+# throttles a hidden tab's timer to about once a minute. The count bounds memory whatever the rate of jobs.
+KEEP_FINISHED_S = 300.0
+KEEP_FINISHED = 500
 
 
 class Busy(ValidationError):
@@ -55,7 +63,7 @@ class JobSnapshot:
 @dataclass
 class _Job:
     snapshot: JobSnapshot
-    request: ResolvedRequest
+    request: ResolvedRequest | None  # None once the job has ended
     settings: dict
     cancel: threading.Event
     claimed: bool = False  # ZeroGPU: a watcher is running it
@@ -66,6 +74,7 @@ class RateLimiter:
 
     def __init__(self, limit: int, window: float = 60.0):
         self.limit, self.window = limit, window
+        self._swept = time.monotonic()
         self._hits: dict[str, deque] = {}
         self._lock = threading.Lock()
 
@@ -74,6 +83,7 @@ class RateLimiter:
             return
         now = time.monotonic()
         with self._lock:
+            self._sweep(now)
             hits = self._hits.setdefault(owner, deque())
             while hits and now - hits[0] > self.window:
                 hits.popleft()
@@ -81,6 +91,18 @@ class RateLimiter:
                 wait = self.window - (now - hits[0])
                 raise Busy(f"Too many requests: at most {self.limit} per minute. Try again in {wait:.0f} s.")
             hits.append(now)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the owners with no hit inside the window (once per window), so that one-off callers do not pile up."""
+        if now - self._swept < self.window:
+            return
+        self._swept = now
+        for owner in [o for o, hits in self._hits.items() if not hits or now - hits[-1] > self.window]:
+            del self._hits[owner]
+
+    def tracked(self) -> int:
+        """How many owners are remembered (for the memory tests)."""
+        return len(self._hits)
 
 
 class JobManager:
@@ -92,16 +114,21 @@ class JobManager:
         rate_limit: int = 0,
         workers: int = 1,
         gpu_slot: Callable[[Callable, Callable], Callable] | None = None,
+        keep_finished_s: float = KEEP_FINISHED_S,
+        keep_finished: int = KEEP_FINISHED,
     ):
         """``workers``: jobs run at once (the backend's ``capabilities.concurrent_jobs``). ``gpu_slot(run, estimate)``
         (ZeroGPU): wraps ``run(job_id)`` so that it runs in a GPU slot sized by ``estimate(job_id)`` seconds; jobs then
-        run in ``watch()`` instead of worker threads."""
+        run in ``watch()`` instead of worker threads. A finished job stays readable for ``keep_finished_s`` seconds,
+        at most ``keep_finished`` of them."""
         self.backend = backend
         self.store = store
         self.max_queue = max_queue
         self.limiter = RateLimiter(rate_limit)
         self._jobs: dict[str, _Job] = {}
         self._order: list[str] = []  # queued job ids, oldest first
+        self._ended: deque[tuple[float, str]] = deque()  # (when, job id) of finished jobs still kept, oldest first
+        self.keep_finished_s, self.keep_finished = keep_finished_s, keep_finished
         self._queue: queue.Queue = queue.Queue()
         self._changed = threading.Condition()
         self._in_slot = gpu_slot(self.run_streaming, self.estimate_seconds) if gpu_slot else None
@@ -138,6 +165,7 @@ class JobManager:
         settings = resolved.settings()
         kind = "edit" if resolved.images else "generate"
         job_id = uuid.uuid4().hex
+        self.forget_finished()
         turn = self.store.start_turn(
             owner,
             conversation_id,
@@ -226,9 +254,9 @@ class JobManager:
         return not claimed
 
     def estimate_seconds(self, job_id: str) -> float:
-        """The backend's estimate of a job's run time (0 for an unknown job)."""
+        """The backend's estimate of a job's run time (0 for an unknown or finished job)."""
         job = self._jobs.get(job_id)
-        return 0.0 if job is None else self.backend.estimate_seconds(job.request)
+        return 0.0 if job is None or job.request is None else self.backend.estimate_seconds(job.request)
 
     def cancel(self, owner: str, job_id: str | None = None, conversation_id: str | None = None) -> int:
         """Stop the owner's job (or all of the owner's jobs in a conversation); returns how many were signalled."""
@@ -250,8 +278,20 @@ class JobManager:
     # -- running ------------------------------------------------------------------------------------------------
     def _update(self, job: _Job, **changes) -> None:
         with self._changed:
+            was_running = not job.snapshot.finished
             job.snapshot = replace(job.snapshot, **changes)
+            if was_running and job.snapshot.finished:
+                self._retire(job)
             self._changed.notify_all()
+
+    def _retire(self, job: _Job) -> None:
+        """A job just ended: keep only its small snapshot (no request, no live preview), for a while."""
+        job.request = None
+        p = job.snapshot.progress
+        if p is not None and p.preview is not None:
+            job.snapshot = replace(job.snapshot, progress=replace(p, preview=None))
+        self._ended.append((time.monotonic(), job.snapshot.id))
+        self.forget_finished()
 
     def _work(self) -> None:
         while True:
@@ -320,15 +360,21 @@ class JobManager:
         yield from self.follow(owner, job_id, poll)
         thread.join()
 
-    def forget_finished(self, older_than: float = 3600.0) -> None:
-        now = time.time()
+    def forget_finished(self) -> int:
+        """Forget the jobs that ended more than ``keep_finished_s`` seconds ago, and the oldest beyond
+        ``keep_finished``; returns how many were forgotten. Runs whenever a job is submitted or ends."""
+        now, forgotten = time.monotonic(), 0
+        older_than, keep = self.keep_finished_s, self.keep_finished
         with self._changed:
-            for jid in [
-                j
-                for j, job in self._jobs.items()
-                if job.snapshot.finished and now - job.snapshot.created_at > older_than
-            ]:
-                del self._jobs[jid]
+            while self._ended and (len(self._ended) > keep or now - self._ended[0][0] > older_than):
+                _, job_id = self._ended.popleft()
+                self._jobs.pop(job_id, None)
+                forgotten += 1
+        return forgotten
+
+    def tracked(self) -> int:
+        """Jobs known: queued, running, and finished ones still kept."""
+        return len(self._jobs)
 
     def shutdown(self) -> None:
         for _ in range(self._workers):

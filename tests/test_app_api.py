@@ -21,8 +21,9 @@ MSG = {"files": []}
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     data = tmp_path_factory.mktemp("app-data")
-    # a little slow motion per step, so that a job can be stopped or reloaded mid-way
-    with running_app(data, env={"QIC_STEP_DELAY": "0.05"}) as proc:
+    # a little slow motion per step, so that a job can be stopped or reloaded mid-way; Gradio keeps the state of 3
+    # sessions only, so that every test also checks that a client whose session was let go carries on (ui/sessions.py)
+    with running_app(data, args=["--max-sessions", "3"], env={"QIC_STEP_DELAY": "0.05"}) as proc:
         yield proc
 
 
@@ -139,6 +140,26 @@ def test_validation_error_then_success(app):
         chat(c, "a cat", cfg=4.0, negative="")
     out = chat(c, "a cat on a windowsill")
     assert out[1].startswith("#1")
+
+
+def rest(app, api_name: str, *data):
+    """One plain REST call (a new Gradio session each time, like curl); its last SSE line."""
+    import httpx
+
+    base = f"{app.url}gradio_api/call/{api_name}"
+    event = httpx.post(base, json={"data": list(data)}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{base}/{event}", timeout=120) as lines:
+        return [line for line in lines.iter_lines() if line][-1]
+
+
+def test_a_client_whose_session_was_let_go_keeps_its_owner_and_conversation(app):
+    c = client(app)
+    assert chat(c, "a lighthouse at dusk")[1].startswith("#1")
+    for i in range(4):  # four newer sessions: Gradio lets this client's go (--max-sessions 3)
+        assert rest(app, "search_conversations", "lighthouse") == "data: [[], null]"  # each a new owner: nothing
+    out = chat(c, "make it stormy")
+    assert out[1].startswith("#2")  # the same conversation: the edit of its image
+    assert [i["title"] for i in c.predict("lighthouse", api_name="/search_conversations")] == ["a lighthouse at dusk"]
 
 
 def test_two_clients_never_see_each_other(app):

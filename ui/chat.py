@@ -23,6 +23,7 @@ from . import render
 from .context import AppContext
 from .i18n import Tr, lang_of, t
 from .progress import outcome
+from .sessions import session_of
 from .settings import Panel
 from .sidebar import list_html
 
@@ -113,6 +114,7 @@ class Page:
     tz: int
     watching: dict
     tr: Tr
+    session: str | None = None  # the Gradio session (its essentials are remembered: ui/sessions.py)
 
 
 def toasts(fn):
@@ -159,7 +161,10 @@ class ChatHandlers:
         return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching]
 
     def page(self, owner_state, conv, branch, query, pages, tz, watching, request=None) -> Page:
-        owner = self.ctx.owner(owner_state, request)
+        owner, session = self.ctx.owner(owner_state, request), session_of(request)
+        if not owner_state:  # Gradio let this session's state go (ui/sessions.py): what it had open comes back
+            kept = self.ctx.sessions.recall(session)
+            conv, branch = conv or kept.conv, branch or kept.branch
         return Page(
             owner=owner,
             conv=conv if isinstance(conv, str) else None,
@@ -169,6 +174,7 @@ class ChatHandlers:
             tz=int(tz) if isinstance(tz, (int, float)) else 0,
             watching=watching if isinstance(watching, dict) else {},
             tr=Tr(lang_of(request)),
+            session=session,
         )
 
     def links(self) -> render.Links:
@@ -190,6 +196,7 @@ class ChatHandlers:
         target = ctx.turns.target(page.owner, conv_id, branch, 0)
         busy = bool(live)
         page.conv, page.branch = conv_id, branch
+        ctx.sessions.remember(page.session, conv=conv_id, branch=branch)
         return {
             self.tab.chatbot: gr.update(
                 value=render.conversation_messages(conv, links, page.tr, live), examples=examples(page.tr)

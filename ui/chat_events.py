@@ -253,6 +253,7 @@ def api(w: Wiring) -> gr.Number:
         if target.source in ("branch", "latest"):
             line += " · " + pg.tr("api.next_edits", n=target.turn_number)
         path = ctx.media.download(newest, _name(conv, newest)) if newest is not None else None
+        ctx.sessions.remember(pg.session, conv=conv.id if conv else None, branch=branch if conv else None)
         return messages, line, path, conv.id if conv else None, branch if conv else None, pg.owner
 
     def _name(conv, image) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from qwen_image.generation import ValidationError
 from qwen_image.registry import ModelSpec
 
 from .media import Media
+from .sessions import SessionMemo, session_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +36,7 @@ class AppContext:
     media: Media
     data_dir: Path
     browser_secret: str | None = None  # signs gr.BrowserState, so that browser ids survive restarts
+    sessions: SessionMemo = field(default_factory=SessionMemo)  # what a session Gradio let go gets back
 
     @property
     def spec(self) -> ModelSpec:
@@ -46,8 +48,14 @@ class AppContext:
         return {"concurrency_id": "gpu", "concurrency_limit": self.backend.capabilities.concurrent_jobs}
 
     def owner(self, owner_state, request: gr.Request | None = None) -> str:
-        """The caller's owner id: the logged-in user with --auth, else this session's anonymous owner."""
-        return self.owners.current(owner_state, _username(request))
+        """The caller's owner id: the logged-in user with --auth, else this session's anonymous owner (remembered
+        beyond Gradio's own session state, see ``ui/sessions.py``), else a new one."""
+        session = session_of(request)
+        if not owner_state:
+            owner_state = self.sessions.recall(session).owner
+        owner = self.owners.current(owner_state, _username(request))
+        self.sessions.remember(session, owner=owner)
+        return owner
 
     def act(self, owner_state, request: gr.Request | None, action: Callable[[str], T]) -> tuple[str, T]:
         """(owner, ``action(owner)``) for the caller; whatever the action refuses becomes a message for the user."""
@@ -59,7 +67,9 @@ class AppContext:
 
     def restore(self, token, request: gr.Request | None = None) -> tuple[str, str | None]:
         """Owner and (new) browser token from the value kept in the browser; anything invalid starts afresh."""
-        return self.owners.restore(token, _username(request))
+        owner, token = self.owners.restore(token, _username(request))
+        self.sessions.remember(session_of(request), owner=owner)
+        return owner, token
 
 
 def _username(request: gr.Request | None) -> str | None:

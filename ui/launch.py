@@ -7,6 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from .sessions import MAX_SESSIONS
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -45,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="25mb", help="largest upload accepted (e.g. 25mb)")
     p.add_argument("--rate-limit", type=int, default=30, help="generation requests per minute per user (0: off)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait for the GPU")
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=MAX_SESSIONS,
+        help="browser tabs and API clients whose full Gradio state is kept in memory (about 250 KiB each); the least "
+        "recently used beyond this keep only who they are and what they have open",
+    )
     p.add_argument("--attention-backend", default=None, help=ATTENTION_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     return p.parse_args(argv)
@@ -85,6 +94,7 @@ def launch_kwargs(args, outbox: Path, auth: list) -> dict:
         auth=auth or None,
         max_file_size=args.max_file_size,
         enable_monitoring=False,
+        state_session_capacity=max(1, args.max_sessions),  # see ui/sessions.py
         strict_cors=True,
         allowed_paths=[str(outbox)],
         root_path=args.root_path,
