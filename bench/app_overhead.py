@@ -26,12 +26,15 @@ from _common import ROOT, machine_info, write_results
 PROMPT = "a red fox in the snow, photograph"
 
 
-def start_app(data: Path, port: int):
+def start_app(data: Path, port: int, extra_args=()):
+    """``python app.py`` on ``port`` (rate limit off, then ``extra_args``): (process, its log file, seconds
+    to the page, seconds to the model ready)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
     log = open(data.parent / "app.log", "wb")  # noqa: SIM115 - closed by the caller
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--data-dir", str(data), "--port", str(port), "--rate-limit", "0"],
+        [sys.executable, str(ROOT / "app.py"), "--data-dir", str(data), "--port", str(port), "--rate-limit", "0"]
+        + list(extra_args),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from qwen_image.backend import Backend, BackendError, Cancelled, Progress
 from qwen_image.generation import ResolvedRequest, ValidationError
 
+from .faults import StorageError
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ TERMINAL = ("done", "failed", "cancelled")
 # throttles a hidden tab's timer to about once a minute. The count bounds memory whatever the rate of jobs.
 KEEP_FINISHED_S = 300.0
 KEEP_FINISHED = 500
+SAVE_ATTEMPTS = 3  # a result waits for a locked database this many busy timeouts before its turn fails
+RETRY_ENDS_S = 2.0  # how often the end of a turn the store could not take (a storage fault) is offered again
 
 
 class Busy(ValidationError):
@@ -129,6 +132,7 @@ class JobManager:
         self._order: list[str] = []  # queued job ids, oldest first
         self._ended: deque[tuple[float, str]] = deque()  # (when, job id) of finished jobs still kept, oldest first
         self.keep_finished_s, self.keep_finished = keep_finished_s, keep_finished
+        self._unrecorded: list[tuple] = []  # (owner, turn id, error, state) of ends the store could not take yet
         self._queue: queue.Queue = queue.Queue()
         self._changed = threading.Condition()
         self._in_slot = gpu_slot(self.run_streaming, self.estimate_seconds) if gpu_slot else None
@@ -166,6 +170,7 @@ class JobManager:
         kind = "edit" if resolved.images else "generate"
         job_id = uuid.uuid4().hex
         self.forget_finished()
+        self.record_ends()
         turn = self.store.start_turn(
             owner,
             conversation_id,
@@ -295,7 +300,11 @@ class JobManager:
 
     def _work(self) -> None:
         while True:
-            job_id = self._queue.get()
+            try:
+                job_id = self._queue.get(timeout=RETRY_ENDS_S if self._unrecorded else None)
+            except queue.Empty:
+                self.record_ends()
+                continue
             if job_id is None:
                 return
             try:
@@ -331,9 +340,9 @@ class JobManager:
             log.exception("job %s failed", job_id)
             return self._finish(job, "failed", f"{type(exc).__name__}: {exc}")
         try:
-            saved = self.store.finish_turn(
-                s.owner, s.turn_id, list(result.images), list(result.seeds), job.settings, result.timings
-            )
+            saved = self._save(s, job.settings, result)
+        except StorageError as exc:  # nothing of it was kept; the message says why and what to do
+            return self._finish(job, "failed", f"The image could not be saved: {exc.reason}.")
         except Exception as exc:
             log.exception("could not save the result of job %s", job_id)
             return self._finish(job, "failed", f"the result could not be saved: {exc}")
@@ -343,14 +352,49 @@ class JobManager:
         self._update(job, state="done", notes=result.notes)
         return job.snapshot
 
+    def _save(self, s: JobSnapshot, settings: dict, result):
+        """Store the result in its turn (None when the turn was removed meanwhile); a locked database is waited for
+        ``SAVE_ATTEMPTS`` times, since the image cost GPU time."""
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            try:
+                return self.store.finish_turn(
+                    s.owner, s.turn_id, list(result.images), list(result.seeds), settings, result.timings
+                )
+            except StorageError as exc:
+                if exc.kind != "locked" or attempt == SAVE_ATTEMPTS:
+                    raise
+                log.warning("the database is locked by another program; saving job %s again", s.id)
+
     def _finish(self, job: _Job, state: str, error: str) -> JobSnapshot:
         s = job.snapshot
-        try:
-            self.store.fail_turn(s.owner, s.turn_id, error, status=state)
-        except Exception:
-            log.exception("could not record the end of job %s", s.id)
+        self._record_end((s.owner, s.turn_id, error, state))
         self._update(job, state=state, error=error)
         return job.snapshot
+
+    def _record_end(self, end: tuple) -> bool:
+        """Mark a failed or stopped job's turn in the store; an end the store cannot take now (a full disk, a read-only
+        folder, a locked database) waits in ``_unrecorded`` for ``record_ends``."""
+        owner, turn_id, error, state = end
+        try:
+            self.store.fail_turn(owner, turn_id, error, status=state)
+            return True
+        except Exception as exc:
+            log.warning("could not record the end of turn %s yet (%s); will try again", turn_id, exc)
+            with self._changed:
+                self._unrecorded.append(end)
+            return False
+
+    def record_ends(self) -> int:
+        """Offer the store the ends it could not take (every ``RETRY_ENDS_S`` seconds while any wait, and before each
+        new job), so that no turn stays "running" once the fault clears; returns how many still wait."""
+        with self._changed:
+            ends, self._unrecorded = self._unrecorded, []
+        for i, end in enumerate(ends):
+            if not self._record_end(end):  # the fault is still there: the rest wait with it
+                with self._changed:
+                    self._unrecorded.extend(ends[i + 1 :])
+                break
+        return len(self._unrecorded)
 
     def run_streaming(self, job_id: str, poll: float = 0.25):
         """Run a job in a helper thread and yield its snapshots (ZeroGPU: called inside the GPU context)."""

@@ -5,11 +5,14 @@ someone else's gives the same answer (None, False or an empty list), so nothing 
 are named by random ids inside a folder named by a hash of the owner; no user text ever reaches a path. Files are
 written (atomically) before the rows that point at them are committed, and removed only after the rows are gone.
 
-One connection is shared by all threads behind a re-entrant lock; every write is one transaction.
+One connection is shared by all threads behind a re-entrant lock; every write is one transaction. A full disk, a
+read-only folder or a database locked by another program for longer than the busy timeout raise ``StorageError``
+(``faults.py``), with every file and row of the failed write gone.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,19 +23,22 @@ from qwen_image.atomic import atomic_copy
 from qwen_image.metadata import image_settings, save_png
 
 from . import store_schema as schema
+from .faults import StorageError, storage_faults
 from .store_schema import INTERRUPTED, Conversation, ConversationSummary, ImageRecord, Turn
 
-__all__ = ["INTERRUPTED", "Conversation", "ConversationSummary", "ImageRecord", "Store", "Turn"]
+__all__ = ["INTERRUPTED", "Conversation", "ConversationSummary", "ImageRecord", "StorageError", "Store", "Turn"]
+log = logging.getLogger(__name__)
 
 
 class Store:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, busy_timeout_s: float = schema.BUSY_TIMEOUT_MS / 1000):
+        """``busy_timeout_s``: how long a write waits for a lock held by another program before it gives up."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._root = self.data_dir / "images"
         self._root.mkdir(exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = schema.connect(self.data_dir / schema.DB_NAME)
+        self._conn = schema.connect(self.data_dir / schema.DB_NAME, busy_timeout_s)
         try:
             schema.migrate(self._conn, self._root)
         except BaseException:
@@ -63,19 +69,27 @@ class Store:
             if conn.in_transaction:
                 yield conn
                 return
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with storage_faults():
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except Exception:  # SQLite rolls back on its own after a failed commit or I/O error
+                            log.warning("rollback failed", exc_info=True)
+                    raise
 
     def _unlink(self, relpaths: Sequence[str]) -> None:
+        """Remove files (best effort: one that cannot go now is an orphan, swept at the next start)."""
         for relpath in relpaths:
             if schema.valid_relpath(relpath):
-                (self._root / relpath).unlink(missing_ok=True)
+                try:
+                    (self._root / relpath).unlink(missing_ok=True)
+                except OSError:
+                    log.warning("could not remove %s", relpath, exc_info=True)
 
     def _conversation_row(self, conn, owner: str, conv_id: str):
         if not (schema.valid_owner(owner) and schema.valid_id(conv_id)):
@@ -130,6 +144,9 @@ class Store:
     def ensure_owner(self, owner: str) -> bool:
         if not schema.valid_owner(owner):
             return False
+        with self._tx(write=False) as conn:  # every request asks: a read, so that a locked database still serves
+            if conn.execute("SELECT 1 FROM owners WHERE id = ?", (owner,)).fetchone() is not None:
+                return True
         with self._tx() as conn:
             conn.execute("INSERT OR IGNORE INTO owners (id, created_at) VALUES (?, ?)", (owner, time.time()))
         return True
@@ -236,7 +253,8 @@ class Store:
                 return None
         image_id = schema.new_id()
         relpath = schema.image_relpath(owner, image_id)
-        schema.save_plain_png(image, self._root / relpath)
+        with storage_faults():
+            schema.save_plain_png(image, self._root / relpath)
         try:
             with self._tx() as conn:
                 if self._conversation_row(conn, owner, conv_id) is None:  # deleted meanwhile
@@ -398,7 +416,8 @@ class Store:
             for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):  # files first, outside the lock
                 ids.append(schema.new_id())
                 written.append(schema.image_relpath(owner, ids[-1]))
-                save_png(image, self._root / written[-1], image_settings(settings, seed, i))
+                with storage_faults():
+                    save_png(image, self._root / written[-1], image_settings(settings, seed, i))
             with self._tx() as conn:
                 row = self._turn_owner_row(conn, owner, turn_id)
                 if row is None or row["status"] != "running":  # cancelled or undone while the files were written

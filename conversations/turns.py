@@ -14,6 +14,7 @@ another version of it in its place (``Turn.version``), shown at once; ``show_ver
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from qwen_image.backend import Backend
 from qwen_image.generation import GenerationRequest, ValidationError
 from qwen_image.images import ImageInputError, open_image
 
+from .faults import StorageError
 from .jobs import JobManager, JobSnapshot
 from .settings import stored_request
 from .store import ImageRecord, Store, Turn
@@ -143,7 +145,8 @@ class TurnService:
             return self.jobs.submit(owner, conversation_id, resolved, ids, text.strip(), version_of=version_of)
         except BaseException:
             if created:
-                self.store.delete_conversation(owner, conversation_id)
+                with suppress(StorageError):  # the fault that stopped the turn may stop this too; its message stands
+                    self.store.delete_conversation(owner, conversation_id)
             raise
 
     def _keep(self, owner: str, conversation_id: str, image) -> str:

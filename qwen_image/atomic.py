@@ -25,7 +25,10 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # e.g. the folder went read-only meanwhile: crash recovery sweeps ``.tmp-*`` files
+            pass
         raise
 
 

@@ -155,7 +155,7 @@ def rest(app, api_name: str, *data):
 def test_a_client_whose_session_was_let_go_keeps_its_owner_and_conversation(app):
     c = client(app)
     assert chat(c, "a lighthouse at dusk")[1].startswith("#1")
-    for i in range(4):  # four newer sessions: Gradio lets this client's go (--max-sessions 3)
+    for _ in range(4):  # four newer sessions: Gradio lets this client's go (--max-sessions 3)
         assert rest(app, "search_conversations", "lighthouse") == "data: [[], null]"  # each a new owner: nothing
     out = chat(c, "make it stormy")
     assert out[1].startswith("#2")  # the same conversation: the edit of its image

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import gradio as gr
 
+from conversations.faults import StorageError
 from conversations.jobs import JobManager
 from conversations.owners import Owners
 from conversations.store import Store
@@ -78,6 +79,8 @@ def _username(request: gr.Request | None) -> str | None:
 
 def user_error(exc: Exception) -> gr.Error:
     """A readable, HTML-escaped error for the browser; the server keeps serving."""
+    if isinstance(exc, StorageError):  # not the request's fault: what happened to the data folder, what to do
+        return gr.Error(html.escape(str(exc)), title="Could not save")
     if isinstance(exc, ValidationError):
         return gr.Error(html.escape(str(exc)), title="Please check your request")
     log.exception("unexpected error in a handler")

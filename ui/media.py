@@ -6,6 +6,9 @@ cache; the stored images themselves are never served by path.
 
 from __future__ import annotations
 
+import base64
+import io
+import logging
 import os
 import re
 import shutil
@@ -19,6 +22,7 @@ from qwen_image.atomic import atomic_copy, atomic_write
 PREVIEW_SIDE = 768
 THUMB_SIDE = 160
 SLUG_MAX = 48
+log = logging.getLogger(__name__)
 
 
 def slug(text: str, limit: int = SLUG_MAX) -> str:
@@ -45,6 +49,15 @@ def file_name(prompt: str, seed, index: int | None = None) -> str:
     return "-".join(parts) + ".png"
 
 
+def inline_webp(image, side: int = 256) -> str:
+    """A small inline WebP of a PIL image as a data URI (no file is written)."""
+    im = image.copy()
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    im.save(buf, format="WEBP", quality=70)
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 class Media:
     def __init__(self, outbox: Path):
         self.outbox = Path(outbox)
@@ -57,8 +70,13 @@ class Media:
         return self._small(record.path, record.id, "previews", PREVIEW_SIDE)
 
     def thumbnail(self, path: Path) -> str:
-        """A small WebP of a stored image file, for the conversation list."""
-        return self._small(path, Path(path).stem, "thumbs", THUMB_SIDE)
+        """A small WebP of a stored image file, for the conversation list (its would-be path when the outbox cannot
+        be written: the list still shows, without that picture)."""
+        try:
+            return self._small(path, Path(path).stem, "thumbs", THUMB_SIDE)
+        except OSError as exc:
+            log.warning("no thumbnail for %s: %s", Path(path).name, exc)
+            return str(self.outbox / "thumbs" / f"{Path(path).stem}.webp")
 
     def _small(self, path: Path, image_id: str, folder: str, side: int) -> str:
         from PIL import Image
@@ -91,11 +109,25 @@ class Media:
         return str(target)
 
     def download_url(self, record, name: str | None = None) -> str:
-        """A relative URL (works behind a proxy's sub-path) that serves the full-resolution PNG."""
-        return "gradio_api/file=" + quote(self.download(record, name))
+        """A relative URL (works behind a proxy's sub-path) that serves the full-resolution PNG. While the outbox
+        cannot be written (a full disk, a read-only data folder) it is where the file will be once it can."""
+        try:
+            path = self.download(record, name)
+        except OSError as exc:
+            log.warning("no download file for %s yet: %s", record.id, exc)
+            path = str(self.outbox / "downloads" / record.id / (name or f"qwen-image-{record.seed}.png"))
+        return "gradio_api/file=" + quote(path)
 
     def preview_url(self, record) -> str:
-        return "gradio_api/file=" + quote(self.preview(record))
+        """The preview's URL; an inline picture while the outbox cannot be written, so that the page still shows."""
+        try:
+            return "gradio_api/file=" + quote(self.preview(record))
+        except OSError as exc:
+            log.warning("no preview file for %s: %s", record.id, exc)
+            from PIL import Image
+
+            with Image.open(record.path) as im:
+                return inline_webp(im, PREVIEW_SIDE // 2)
 
     def download_link(self, record, prompt: str) -> tuple[str, str]:
         """(URL, file name) of a result's full-resolution PNG, named after its prompt and seed."""

@@ -12,15 +12,14 @@ attributes used here (it drops ``data-*`` and ``aria-*``; names come from visibl
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from .i18n import Tr
+from .media import inline_webp
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
@@ -39,13 +38,7 @@ def file_url(path: str) -> str:
     return "gradio_api/file=" + quote(str(path))
 
 
-def data_uri(image, side: int = 256) -> str:
-    """A small inline WebP of a PIL image (the live preview: no file is written)."""
-    im = image.copy()
-    im.thumbnail((side, side))
-    buf = io.BytesIO()
-    im.save(buf, format="WEBP", quality=70)
-    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+data_uri = inline_webp  # the live preview: no file is written
 
 
 @dataclass(frozen=True)
