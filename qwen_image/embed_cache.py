@@ -1,7 +1,8 @@
 """Prompt-embedding cache: regenerating the same prompt (and references) with a new seed skips the text encoder.
 
 The cache wraps a pipeline instance's ``encode_prompt``; the key is the pipeline role, the prompt, a digest of the
-condition images' pixels and the batch settings. Entries are evicted oldest-first beyond a byte budget.
+condition images' pixels and the batch settings. Entries are evicted oldest-first beyond a byte budget or an entry
+count (small embeddings would otherwise pile up by the hundred thousand, each with its key and tensor objects).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def _nbytes(value) -> int:
 
 
 class EmbedCache:
-    def __init__(self, max_bytes: int = 256 * 1024**2):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int = 256 * 1024**2, max_entries: int = 64):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
         self._entries: OrderedDict = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -58,7 +59,7 @@ class EmbedCache:
         with self._lock:
             self._entries[key] = (value, size)
             self._bytes += size
-            while self._bytes > self.max_bytes and self._entries:
+            while (self._bytes > self.max_bytes or len(self._entries) > self.max_entries) and self._entries:
                 _, (_, old) = self._entries.popitem(last=False)
                 self._bytes -= old
 

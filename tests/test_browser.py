@@ -345,6 +345,25 @@ def test_a_reload_during_a_job_shows_its_progress_then_its_result(desk, app):
     set_steps(page, 4)
 
 
+def test_a_page_whose_session_the_server_let_go_carries_on(browser, tmp_path):
+    """With room for one Gradio session (--max-sessions 1), another page's session evicts this one's state; its next
+    message still edits its own conversation (ui/sessions.py)."""
+    proc = AppProcess(tmp_path / "data", args=["--max-sessions", "1"]).start()
+    try:
+        page = open_page(browser, proc)
+        send(page, "a lighthouse at dusk")
+        wait_results(page, 1)
+        other = open_page(browser, proc)  # a newer session: the first page's is let go
+        send(page, "make it stormy")
+        wait_results(page, 2)
+        assert page.locator("#qic-convs .qic-conv").count() == 1
+        assert other.locator("#qic-convs .qic-conv").count() == 0  # and the other page is someone else
+        other.context.close()
+        page.context.close()
+    finally:
+        proc.stop()
+
+
 # -- 5. the page people know ----------------------------------------------------------------------------------------
 
 

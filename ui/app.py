@@ -37,7 +37,10 @@ def status_line(ctx: AppContext, tr: Tr) -> str:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="Qwen Image Chat", fill_width=True) as demo:
+    # full-resolution results are handed out from the outbox as they are, not copied into Gradio's cache per request
+    gr.set_static_paths([ctx.media.outbox / "downloads"])
+    # uploads and the files handed out (API results, the Generate/Edit galleries) sit in Gradio's cache: kept a day
+    with gr.Blocks(title="Qwen Image Chat", fill_width=True, delete_cache=(3600, 86400)) as demo:
         token = gr.BrowserState(None, storage_key="qwen-image-chat-owner", secret=ctx.browser_secret)
         kept = gr.BrowserState({}, storage_key="qwen-image-chat-settings", secret=ctx.browser_secret)
         owner = gr.State(None)

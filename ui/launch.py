@@ -127,6 +127,8 @@ def build(args):
     from .context import AppContext
     from .media import Media
 
+    # Gradio keeps timings of the last N events for its monitoring page (off here): 10,000 by default
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "500")
     data_dir = Path(args.data_dir or default_data_dir())
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir)
