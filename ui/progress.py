@@ -13,11 +13,14 @@ from .context import AppContext
 
 
 def follow(ctx: AppContext, owner: str, snap: JobSnapshot, progress: gr.Progress) -> Iterator[JobSnapshot]:
-    """The job's snapshots until it ends (the last one is final); denoising steps also move the progress bar."""
+    """The job's snapshots until it ends (the last one is final); denoising steps move the progress bar, and so
+    does a remote job's elapsed time against its estimate (never past 99% before it ends)."""
     for now in ctx.jobs.watch(owner, snap.id):
         p = now.progress
         if p is not None and p.phase == "denoising" and p.total:
             progress((p.step, p.total), desc=render.progress_text(now))
+        elif p is not None and p.phase == "remote" and p.eta is not None:
+            progress(min(0.99, p.elapsed / max(p.elapsed + p.eta, 1e-6)), desc=render.progress_text(now))
         yield now
 
 

@@ -50,7 +50,10 @@ def progress_text(snap) -> str:
     if p.phase == "loading":
         return "⏳ Loading the model (first request after start)…"
     if p.phase == "waiting":
-        return "⏳ Waiting for the GPU…"
+        return f"⏳ {escape_md(p.message[:1].upper() + p.message[1:])}…" if p.message else "⏳ Waiting for the GPU…"
+    if p.phase == "remote":  # a remote server reports no steps: elapsed time against its learned estimate
+        left = f"about {p.eta:.0f} s left" if p.eta else "taking longer than estimated"
+        return f"⏳ Generating on {escape_md(p.message)} · {p.elapsed:.0f} s, {left}"
     if p.phase == "encoding":
         return "⏳ Reading the prompt…"
     if p.phase == "denoising":
