@@ -39,10 +39,9 @@ from .remote import Refused, RemoteServer, ServerFailed
 log = logging.getLogger(__name__)
 
 _DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
-_SETTING_NAMES = {
-    "transparent": "a transparent background",
-    "reference_resolution": "a reference resolution",
-    "marked": "marked areas",
+_CANNOT = {
+    "transparent": "make transparent images",
+    "reference_resolution": "take a reference resolution (they use their own)",
 }
 
 
@@ -262,9 +261,8 @@ class RemotePool:
                 used = used and r.reference_resolution != self.spec.reference_resolution
             if used:
                 kinds = ", ".join(sorted({s.kind.label for s in self.servers}))
-                raise ValidationError(
-                    f"The image servers ({kinds}) cannot take {_SETTING_NAMES.get(name, name)}; leave it unset.", name
-                )
+                what = _CANNOT.get(name, f"take the setting {name!r}")
+                raise ValidationError(f"The image servers ({kinds}) cannot {what}.", name)
         role = "edit" if r.images else "generate"
         if r.images and caps.max_references == 0:
             raise Unavailable(

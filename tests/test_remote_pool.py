@@ -164,7 +164,7 @@ def test_connect_learns_the_model_and_hides_what_the_servers_cannot_take(make_po
     caps = pool.capabilities
     assert caps.concurrent_jobs == 4 and not caps.step_progress and caps.max_references == SPEC21.max_references
     assert not caps.transparent and not caps.accepts("transparent") and caps.accepts("seed")
-    with pytest.raises(ValidationError, match="cannot take a transparent background"):
+    with pytest.raises(ValidationError, match="cannot make transparent images"):
         pool.resolve(GenerationRequest(prompt="a logo", transparent=True))
     same = SPEC21.reference_resolution  # not a change: fine
     pool.resolve(GenerationRequest(prompt="a logo", reference_resolution=same))
@@ -279,3 +279,18 @@ def test_a_server_running_another_model_is_not_used(make_pool):
     pool = make_pool({"a": Fake(), "b": Fake(model="Qwen/Qwen-Image-2512")}, model="qwen-image-2.1")
     assert [s.state for s in pool.servers] == ["up", "wrong-model"]
     assert "runs Qwen-Image (20B)" in pool.status.message
+
+
+def test_the_page_hides_what_the_servers_cannot_take_and_never_sends_it(make_pool):
+    import gradio as gr
+
+    from conversations.settings import TurnSettings
+    from ui.settings import Panel
+
+    pool = make_pool({"a": Fake()})
+    with gr.Blocks():
+        panel = Panel(pool.spec, pool.capabilities)
+    assert not panel.components["transparent"].visible and panel.components["seed"].visible
+    # "Reuse settings" of a transparent PNG cannot switch on a setting the user cannot see (or switch off)
+    values = dict(zip(panel.components, panel.updates(TurnSettings(transparent=True, seed=3)), strict=True))
+    assert values["transparent"] is False and values["seed"] == 3

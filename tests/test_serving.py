@@ -82,7 +82,8 @@ def test_a_chat_through_a_remote_backend_is_made_by_b_and_stored_by_a(a_app, b_a
             assert f"Seed: {image.seed}" in im.info["parameters"] and turn.prompt in im.info["parameters"]
     assert conv.turns[1].inputs[0].id == conv.turns[0].outputs[0].id  # the edit took A's previous image
     made_by_b = stored(b_app, API_OWNER)[before_b:]  # B keeps its own copy, under the API owner
-    assert [t.prompt for conv in made_by_b for t in conv.turns] == ["a red fox in the snow", "make it blue", "add a hat"]
+    prompts = [t.prompt for made in made_by_b for t in made.turns]
+    assert prompts == ["a red fox in the snow", "make it blue", "add a hat"]
     assert made_by_b[2].turns[0].outputs[0].seed == conv.turns[2].outputs[0].seed
 
 
@@ -145,15 +146,15 @@ def test_mcp_client_lists_the_tools_and_calls_generate_and_edit(b_app):
 
     async def session():
         url = f"{b_app.url}mcp/gradio_api/mcp/"
-        async with streamablehttp_client(url, headers={"Authorization": f"Bearer {KEY}"}) as (read, write, _):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                tools = {t.name: t for t in (await s.list_tools()).tools}
-                made = await s.call_tool("generate_image", {"prompt": "a paper boat", "seed": 5, "steps": 2})
-                url = made.content[1].text.split(": ", 1)[1]
-                edited = await s.call_tool("edit_image", {"prompt": "make it red", "images": [url]})
-                refused = await s.call_tool("edit_image", {"prompt": "x", "images": ["https://example.com/a.png"]})
-                return tools, made, edited, refused
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with streamablehttp_client(url, headers=headers) as (read, write, _), ClientSession(read, write) as s:
+            await s.initialize()
+            tools = {t.name: t for t in (await s.list_tools()).tools}
+            made = await s.call_tool("generate_image", {"prompt": "a paper boat", "seed": 5, "steps": 2})
+            url = made.content[1].text.split(": ", 1)[1]
+            edited = await s.call_tool("edit_image", {"prompt": "make it red", "images": [url]})
+            refused = await s.call_tool("edit_image", {"prompt": "x", "images": ["https://example.com/a.png"]})
+            return tools, made, edited, refused
 
     tools, made, edited, refused = asyncio.run(session())
     assert set(tools) == {"generate_image", "edit_image"}

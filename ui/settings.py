@@ -108,10 +108,12 @@ class Panel:
         self.spec = spec
         defaults = TurnSettings.defaults(spec, first_ratio or "1:1")
         self.components: dict[str, gr.components.Component] = {}
+        self._fixed = {}  # hidden because the backend cannot take them: always their default
         for f in FIELDS:
             component = f.make(spec, defaults, first_ratio)
             if not capabilities.accepts(f.setting):
                 component.visible = False
+                self._fixed[f.name] = getattr(defaults, f.name)
             self.components[f.name] = component
             if f.name == "tier":  # the exact size, under the resolution
                 size = gr.Markdown(size_note(spec, defaults.ratio, defaults.tier), visible=first_ratio != MATCH)
@@ -127,7 +129,7 @@ class Panel:
 
     def updates(self, settings: TurnSettings) -> list:
         """Values for ``outputs`` (the negative prompt shown when CFG is on)."""
-        values = [getattr(settings, name) for name in self.components]
+        values = [self._fixed.get(name, getattr(settings, name)) for name in self.components]
         cfg = settings.cfg or 1.0
         values[list(self.components).index("negative")] = gr.update(value=settings.negative, visible=cfg > 1)
         return values
