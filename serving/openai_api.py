@@ -25,7 +25,7 @@ from fastapi import Request
 
 from qwen_image.backend import Backend, BackendError
 from qwen_image.generation import GenerationRequest, ValidationError
-from qwen_image.images import ImageInputError, open_image
+from qwen_image.images import MAX_FILE_BYTES, ImageInputError, open_image
 
 from .mapping import OWNED_BY
 from .service import ImageService
@@ -286,8 +286,13 @@ def api_routes(service: ImageService, backend: Backend, key: str | None, max_bod
         }
 
     async def models(request: Request):
+        """The model this server runs; 503 while it cannot run (failed to load, or no remote server up), so that a
+        copy of this app in front of it uses another server meanwhile."""
         try:
             check_key(request)
+            status = backend.status
+            if status.state == "error":
+                raise ApiError(503, f"The model cannot run: {status.message}", None, "server_unavailable")
         except ApiError as exc:
             return exc.response()
         return {"object": "list", "data": [model_card()]}
@@ -350,6 +355,10 @@ def api_routes(service: ImageService, backend: Backend, key: str | None, max_bod
                     "too_many_images",
                 )
             req, output = build_request(values, spec)
+            for i, f in enumerate(files, 1):
+                if f.size is not None and f.size > MAX_FILE_BYTES:
+                    message = f"image {i}: the file is larger than {MAX_FILE_BYTES // 2**20} MB."
+                    raise ApiError(413, message, "image", "file_too_large")
             blobs = [await f.read() for f in files]
             log.info("OpenAI API: edit request with %d image(s) (%s)", len(blobs), values.get("user", "no user id"))
             snap = await run_in_threadpool(_start_edit, service, req, blobs)

@@ -77,10 +77,15 @@ class RemoteServer:
             raise ServerFailed(_transport_error(exc)) from None
         if response.status_code in (401, 403):
             raise ServerFailed(f"it refused the API key (HTTP {response.status_code}); check --backend-key")
-        if response.status_code != 200:
-            raise ServerFailed(f"GET /models answered HTTP {response.status_code}")
         try:
-            return mapping.kind_from_models(response.json())
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code != 200:
+            reason = mapping.error_text(payload, "")
+            raise ServerFailed(f"GET /models answered HTTP {response.status_code}" + (f": {reason}" if reason else ""))
+        try:
+            return mapping.kind_from_models(payload)
         except ValueError as exc:
             raise ServerFailed(str(exc)) from None
 

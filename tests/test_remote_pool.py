@@ -42,6 +42,7 @@ class Fake:
         self.owned_by, self.model, self.delay = owned_by, model, delay
         self.up = True
         self.fail_with: int | None = None  # an HTTP status to answer generations with
+        self.models_error: str | None = None  # /models answers 503 with this (the model cannot run)
         self.calls: list[dict] = []
         self.active = 0
         self.most_active = 0
@@ -50,6 +51,8 @@ class Fake:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
             raise httpx.ConnectError("refused", request=request)
+        if request.url.path.endswith("/models") and self.models_error:
+            return httpx.Response(503, json={"error": {"message": self.models_error}})
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json={"object": "list", "data": [{"id": self.model, "owned_by": self.owned_by}]})
         if request.headers.get("content-type", "").startswith("application/json"):
@@ -294,3 +297,13 @@ def test_the_page_hides_what_the_servers_cannot_take_and_never_sends_it(make_poo
     # "Reuse settings" of a transparent PNG cannot switch on a setting the user cannot see (or switch off)
     values = dict(zip(panel.components, panel.updates(TurnSettings(transparent=True, seed=3)), strict=True))
     assert values["transparent"] is False and values["seed"] == 3
+
+
+def test_a_server_whose_model_cannot_run_is_not_used(make_pool):
+    fakes = {"a": Fake(), "b": Fake()}
+    fakes["a"].models_error = "The model cannot run: out of memory while loading"
+    pool = make_pool(fakes)
+    assert [s.state for s in pool.servers] == ["down", "up"]
+    assert "HTTP 503: The model cannot run: out of memory while loading" in pool.status.message
+    pool.generate(req(SPEC21))
+    assert len(fakes["b"].calls) == 1 and not fakes["a"].calls
