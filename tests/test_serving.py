@@ -87,6 +87,27 @@ def test_a_chat_through_a_remote_backend_is_made_by_b_and_stored_by_a(a_app, b_a
     assert made_by_b[2].turns[0].outputs[0].seed == conv.turns[2].outputs[0].seed
 
 
+def test_regenerate_branch_and_the_generate_and_edit_tabs_work_through_a_remote_backend(a_app):
+    from gradio_client import handle_file
+
+    c = client(a_app)
+    c.predict({"text": "a paper crane", "files": []}, api_name="/chat")
+    c.predict(api_name="/regenerate")
+    c.predict(1, api_name="/select_turn")
+    c.predict(api_name="/use_as_input")
+    c.predict({"text": "fold it from red paper", "files": []}, api_name="/chat")
+    [conv] = [conv for conv in stored(a_app) if conv.turns[0].prompt == "a paper crane"]
+    first, again, branch = conv.turns
+    assert again.prompt == "a paper crane" and again.outputs[0].seed != first.outputs[0].seed
+    assert branch.inputs[0].id == first.outputs[0].id and all(t.status == "done" for t in conv.turns)
+
+    gallery, info = c.predict("a lighthouse at night", num_images=2, api_name="/generate")[:2]
+    assert len(gallery) == 2 and "seeds" in info
+    refs = [{"image": handle_file(gallery[0]["image"]), "caption": None}]
+    gallery, info, _ = c.predict(refs, "make it day", None, api_name="/edit")
+    assert len(gallery) == 1 and "seeds" in info
+
+
 def test_openai_sdk_generates_with_our_fields(sdk, b_app):
     result = sdk.images.generate(
         prompt="a lighthouse at dusk", size="64x64", n=2, extra_body={"seed": 11, "num_inference_steps": 2}
