@@ -68,9 +68,14 @@ class RateLimiter:
         self.limit, self.window = limit, window
         self._hits: dict[str, deque] = {}
         self._lock = threading.Lock()
+        self._exempt: set[str] = set()
+
+    def exempt(self, owner: str) -> None:
+        """Never limit ``owner`` (a trusted client, such as the holder of the API key)."""
+        self._exempt.add(owner)
 
     def check(self, owner: str) -> None:
-        if self.limit <= 0:
+        if self.limit <= 0 or owner in self._exempt:
             return
         now = time.monotonic()
         with self._lock:

@@ -112,6 +112,16 @@ class GenerationResult:
     embed_cache_hit: bool = False
 
 
+def model_prompt(r: ResolvedRequest, spec) -> str:
+    """The text the model is given: the user's prompt with the model's mark hint and transparent wrapper."""
+    prompt = r.prompt
+    if r.marked and spec.mark_hint:
+        prompt = prompt.rstrip() + spec.mark_hint
+    if r.transparent and spec.transparent_prompt:
+        prompt = spec.transparent_prompt.format(prompt=prompt.rstrip("."))
+    return prompt
+
+
 def check_text(text: str, what: str) -> str:
     """Reject control characters (other than newline and tab) and return the text stripped."""
     if not isinstance(text, str):

@@ -87,6 +87,11 @@ def progress_text(snap, tr: Tr) -> str:
     if p.phase == "denoising" and p.total:
         eta = tr("progress.eta", seconds=f"{p.eta:.0f}") if p.eta is not None else ""
         return tr("progress.step", step=p.step, total=p.total) + eta
+    if p.phase == "remote":  # a remote server reports no steps: elapsed time against its learned estimate
+        left = tr("progress.remote_eta", seconds=f"{p.eta:.0f}") if p.eta else tr("progress.remote_late")
+        return tr("progress.remote", server=p.message, seconds=f"{p.elapsed:.0f}") + left
+    if p.phase == "retrying":  # a remote server failed mid-request; the pool tries another one
+        return tr("progress.retrying", server=p.message)
     return (
         tr(f"progress.{p.phase}") if p.phase in ("loading", "waiting", "encoding", "decoding") else tr("progress.end")
     )
@@ -182,6 +187,18 @@ def result_message(turn, number: int, links: Links, tr: Tr, live=None) -> dict:
     }
 
 
+def progress_fraction(p) -> float | None:
+    """How far a job is: its denoising steps, or a remote job's elapsed time against its estimate (never past 99%
+    before it ends; None once it runs past the estimate: there is nothing honest to show but that it is working)."""
+    if p is None:
+        return 0.0
+    if p.phase == "denoising" and p.total:
+        return p.step / p.total
+    if p.phase == "remote":
+        return min(0.99, p.elapsed / max(p.elapsed + p.eta, 1e-6)) if p.eta else None
+    return 0.0
+
+
 def pending_html(turn, number: int, live, tr: Tr) -> str:
     """The one progress indicator of a turn being made: the preview (or a placeholder), step and ETA, Stop."""
     p = live.progress if live is not None else None
@@ -191,8 +208,9 @@ def pending_html(turn, number: int, live, tr: Tr) -> str:
     else:
         picture = f'<span class="qic-live qic-blank" style="aspect-ratio: {w} / {h}"></span>'
     text = progress_text(live, tr)
-    step, total = (p.step, p.total) if p is not None and p.phase == "denoising" and p.total else (0, 1)
-    meter = f'<progress value="{step}" max="{total}" title="{escape_html(text)}"></progress>'
+    done = progress_fraction(p)
+    value = f' value="{done:.3f}"' if done is not None else ""  # none: an indeterminate bar
+    meter = f'<progress{value} max="1" title="{escape_html(text)}"></progress>'
     stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
     return (
         f'<div class="qic-result qic-pending" role="status">{picture}'
