@@ -10,6 +10,7 @@ from qwen_image.backend import Progress
 from qwen_image.registry import load_registry
 from serving.openai_api import ApiError, build_request, parse_size, read_fields
 from ui import render
+from ui.i18n import CHINESE, DEFAULT, Tr
 from ui.launch import api_key, byte_size, parse_args
 
 SPEC = load_registry().get("qwen-image-2.1")
@@ -70,7 +71,22 @@ def test_the_api_needs_a_key_beyond_localhost(monkeypatch):
 
 
 def test_remote_progress_is_elapsed_time_against_an_estimate():
-    snap = SimpleNamespace(state="running", position=0, progress=Progress("remote", 0, 0, 12.0, 18.0, "gpu-1:8000"))
-    assert render.progress_text(snap) == "⏳ Generating on gpu\\-1:8000 · 12 s, about 18 s left"
-    late = SimpleNamespace(state="running", position=0, progress=Progress("remote", 0, 0, 40.0, 0.0, "gpu-1:8000"))
-    assert "taking longer than estimated" in render.progress_text(late)
+    """The pending bubble of a remote job: elapsed time against the estimate, as text and as the meter, in both
+    languages; past the estimate the meter is indeterminate; never a made-up step count."""
+    running = Progress("remote", 0, 0, 12.0, 18.0, "gpu-1:8000")
+    late = Progress("remote", 0, 0, 40.0, 0.0, "gpu-1:8000")
+    snap = SimpleNamespace(state="running", position=0, progress=running)
+    assert render.progress_text(snap, Tr(DEFAULT)) == "Generating on gpu-1:8000 · 12 s, about 18 s left"
+    assert render.progress_text(snap, Tr(CHINESE)) == "正在 gpu-1:8000 上生成 · 已用 12 秒，大约还需 18 秒"
+    assert "taking longer than estimated" in render.progress_text(
+        SimpleNamespace(state="running", position=0, progress=late), Tr(DEFAULT)
+    )
+    assert render.progress_meter(running) == (0.4, 1) and render.progress_meter(late) is None
+    retrying = SimpleNamespace(state="running", position=0, progress=Progress("retrying", message="gpu-1:8000"))
+    assert render.progress_text(retrying, Tr(DEFAULT)) == "gpu-1:8000 failed; trying another image server…"
+
+    turn = SimpleNamespace(id="t1", settings={"width": 64, "height": 48}, version=1, versions=1)
+    bubble = render.pending_html(turn, 1, snap, Tr(DEFAULT))
+    assert '<progress value="0.4" max="1"' in bubble and "about 18 s left" in bubble and "Step" not in bubble
+    bubble = render.pending_html(turn, 1, SimpleNamespace(state="running", position=0, progress=late), Tr(DEFAULT))
+    assert '<progress max="1"' in bubble

@@ -187,16 +187,16 @@ def result_message(turn, number: int, links: Links, tr: Tr, live=None) -> dict:
     }
 
 
-def progress_fraction(p) -> float | None:
-    """How far a job is: its denoising steps, or a remote job's elapsed time against its estimate (never past 99%
-    before it ends; None once it runs past the estimate: there is nothing honest to show but that it is working)."""
+def progress_meter(p) -> tuple[float, float] | None:
+    """(value, max) of a job's meter: its denoising steps, or a remote job's elapsed time against its estimate (never
+    past 99% before it ends); None once a remote job runs past its estimate (an indeterminate bar)."""
     if p is None:
-        return 0.0
+        return 0, 1
     if p.phase == "denoising" and p.total:
-        return p.step / p.total
+        return p.step, p.total
     if p.phase == "remote":
-        return min(0.99, p.elapsed / max(p.elapsed + p.eta, 1e-6)) if p.eta else None
-    return 0.0
+        return (round(min(0.99, p.elapsed / max(p.elapsed + p.eta, 1e-6)), 3), 1) if p.eta else None
+    return 0, 1
 
 
 def pending_html(turn, number: int, live, tr: Tr) -> str:
@@ -208,9 +208,9 @@ def pending_html(turn, number: int, live, tr: Tr) -> str:
     else:
         picture = f'<span class="qic-live qic-blank" style="aspect-ratio: {w} / {h}"></span>'
     text = progress_text(live, tr)
-    done = progress_fraction(p)
-    value = f' value="{done:.3f}"' if done is not None else ""  # none: an indeterminate bar
-    meter = f'<progress{value} max="1" title="{escape_html(text)}"></progress>'
+    shown = progress_meter(p)
+    value = f'value="{shown[0]:g}" max="{shown[1]:g}"' if shown is not None else 'max="1"'  # no value: indeterminate
+    meter = f'<progress {value} title="{escape_html(text)}"></progress>'
     stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
     return (
         f'<div class="qic-result qic-pending" role="status">{picture}'
