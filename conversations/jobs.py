@@ -117,9 +117,10 @@ class JobManager:
         resolved: ResolvedRequest,
         input_image_ids: list[str],
         prompt_label: str | None = None,
+        notes: tuple = (),
     ) -> JobSnapshot:
         """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
-        its limits.
+        its limits. ``notes``: lines for the user known before the job runs (e.g. the prompt enhancer's).
 
         ``resolved`` comes from ``backend.resolve``, which callers run first so that nothing is stored for an invalid
         request.
@@ -143,7 +144,9 @@ class JobManager:
         )
         if turn is None:
             raise ValidationError("That conversation no longer exists; start a new chat.")
-        snap = JobSnapshot(job_id, owner, conversation_id, turn.id, "queued", created_at=time.time())
+        snap = JobSnapshot(
+            job_id, owner, conversation_id, turn.id, "queued", notes=tuple(notes), created_at=time.time()
+        )
         job = _Job(snap, resolved, settings, threading.Event())
         with self._changed:
             self._jobs[job_id] = job
@@ -290,7 +293,7 @@ class JobManager:
         if saved is None:  # the turn was undone or its conversation deleted while the job ran
             self._update(job, state="cancelled", error="the turn was removed while it ran")
             return job.snapshot
-        self._update(job, state="done", notes=result.notes)
+        self._update(job, state="done", notes=(*s.notes, *result.notes))
         return job.snapshot
 
     def _finish(self, job: _Job, state: str, error: str) -> JobSnapshot:

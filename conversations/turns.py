@@ -4,16 +4,24 @@ Starting a turn means: line up the input images, validate the request with the b
 invalid one), create the conversation if there is none, store the new uploads, and queue the job. The input images
 travel as one list of ``TurnImage`` (an image and its stored id, or no id for a new upload), in the order the
 prompt names them (``<image1>`` first).
+
+Any turn may first have its prompt rewritten by the prompt enhancer (``Enhance``), before validation: the rewrite is
+what is drawn, the user's words are kept with it (settings ``original_prompt``), and when enhancing fails the turn goes
+on with the prompt as written and a one-line note.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwen_image.backend import Backend
-from qwen_image.generation import GenerationRequest, ValidationError
+from qwen_image.enhance import Enhancement, Enhancer, edited, resolve_enhanced, task_for
+from qwen_image.enhance.base import unchanged_note
+from qwen_image.generation import GenerationRequest, ValidationError, check_text
 from qwen_image.images import ImageInputError, open_image
 
 from .jobs import JobManager, JobSnapshot
@@ -29,11 +37,72 @@ class TurnImage:
     id: str | None = None  # the stored image's id; None for a new upload, stored once the request is valid
 
 
+@dataclass(frozen=True)
+class Enhance:
+    """Rewrite a turn's prompt first. ``rewrite``: a rewrite the user already has (edited or kept), used as it is;
+    otherwise the enhancer writes one, streaming it to ``on_text``; ``cancel`` stops it (the turn does not start)."""
+
+    rewrite: str | None = None
+    on_text: Callable[[str], None] | None = None
+    cancel: threading.Event | None = None
+
+
 class TurnService:
-    def __init__(self, backend: Backend, store: Store, jobs: JobManager):
+    def __init__(self, backend: Backend, store: Store, jobs: JobManager, enhancer: Enhancer | None = None):
         self.backend = backend
         self.store = store
         self.jobs = jobs
+        self.enhancer = enhancer
+        self._enhancing: dict[str, set[threading.Event]] = {}  # owner -> cancel events of rewrites under way
+        self._enhancing_lock = threading.Lock()
+
+    # -- the prompt enhancer --------------------------------------------------------------------------------------
+    def enhance(
+        self,
+        request: GenerationRequest,
+        inputs: Sequence[TurnImage] = (),
+        step: Enhance | None = None,
+        owner: str | None = None,
+    ) -> Enhancement:
+        """The rewrite of ``request``'s prompt for these input images, or the prompt unchanged with a one-line note.
+        Raises ValidationError for a prompt no model would take, Cancelled when stopped (also by ``stop_enhancing``
+        for ``owner``)."""
+        step = step or Enhance()
+        prompt = check_text(request.prompt, "prompt")
+        if step.rewrite is not None:
+            return edited(prompt, step.rewrite)
+        if not prompt:
+            return Enhancement(prompt, prompt)
+        if self.enhancer is None:
+            return Enhancement(prompt, prompt, note=unchanged_note("no prompt enhancer is configured"))
+        cancel = step.cancel or threading.Event()
+        task = task_for(replace(request, prompt=prompt), self.backend.spec, [i.image for i in inputs])
+        with self._registered(owner, cancel):
+            return self.enhancer.enhance(task, step.on_text, cancel)
+
+    def stop_enhancing(self, owner: str) -> int:
+        """Stop the owner's rewrites under way; returns how many were signalled."""
+        with self._enhancing_lock:
+            events = list(self._enhancing.get(owner, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    @contextmanager
+    def _registered(self, owner: str | None, cancel: threading.Event):
+        if owner is None:
+            yield
+            return
+        with self._enhancing_lock:
+            self._enhancing.setdefault(owner, set()).add(cancel)
+        try:
+            yield
+        finally:
+            with self._enhancing_lock:
+                events = self._enhancing.get(owner, set())
+                events.discard(cancel)
+                if not events:
+                    self._enhancing.pop(owner, None)
 
     # -- input images ---------------------------------------------------------------------------------------------
     def uploads(self, files) -> list[TurnImage]:
@@ -77,14 +146,24 @@ class TurnService:
         request: GenerationRequest,
         inputs: Sequence[TurnImage] = (),
         label: str | None = None,
+        enhance: Enhance | None = None,
     ) -> JobSnapshot:
         """Start a turn in the owner's conversation (a new one when None or gone); returns the queued job.
 
         ``request`` carries no images: ``inputs`` become its references, in order. ``label`` is the prompt shown in
-        the conversation (the request's prompt by default). Raises ValidationError (Busy included) with a message for
-        the user; nothing stays behind from a turn that could not start in a conversation it created.
+        the conversation (the request's prompt by default). ``enhance``: rewrite the prompt first (a failure to
+        rewrite becomes one of the job's notes). Raises ValidationError (Busy included) with a message for the user,
+        Cancelled when the rewrite is stopped; nothing stays behind from a turn that could not start in a conversation
+        it created.
         """
-        resolved = self.backend.resolve(replace(request, images=tuple(i.image for i in inputs)))
+        request = replace(request, images=tuple(i.image for i in inputs))
+        notes: tuple = ()
+        if enhance is None:
+            resolved = self.backend.resolve(request)
+        else:
+            enhancement = self.enhance(request, inputs, enhance, owner)
+            resolved, enhancement = resolve_enhanced(self.backend.resolve, request, enhancement)
+            notes = (enhancement.note,) if enhancement.note else ()
         if conversation_id is not None and self.store.get_conversation(owner, conversation_id) is None:
             conversation_id = None
         created = conversation_id is None
@@ -95,7 +174,7 @@ class TurnService:
         try:
             ids = [i.id or self._keep(owner, conversation_id, i.image) for i in inputs]
             text = label if label is not None else request.prompt
-            return self.jobs.submit(owner, conversation_id, resolved, ids, text.strip())
+            return self.jobs.submit(owner, conversation_id, resolved, ids, text.strip(), notes=notes)
         except BaseException:
             if created:
                 self.store.delete_conversation(owner, conversation_id)
@@ -114,6 +193,7 @@ class TurnService:
         request: GenerationRequest,
         attachments: Sequence[TurnImage] = (),
         branch: str | None = None,
+        enhance: Enhance | None = None,
     ) -> JobSnapshot:
         """A chat message: it edits the chosen image (``branch``, an image id) or else the conversation's latest
         image, followed by any attachments; with no image at all it generates."""
@@ -121,10 +201,13 @@ class TurnService:
         latest = conv.latest_output() if conv is not None else None
         base_id = branch or (latest.id if latest is not None else None)
         base = self.stored(owner, [base_id]) if base_id else []
-        return self.start(owner, conv.id if conv else None, request, [*base, *attachments])
+        return self.start(owner, conv.id if conv else None, request, [*base, *attachments], enhance=enhance)
 
-    def regenerate(self, owner: str, conversation_id: str | None, turn_id: str | None = None) -> JobSnapshot:
-        """Run a turn again with a new seed, as a new turn at the end: ``turn_id``, else the latest turn."""
+    def regenerate(
+        self, owner: str, conversation_id: str | None, turn_id: str | None = None, enhance: Enhance | None = None
+    ) -> JobSnapshot:
+        """Run a turn again with a new seed, as a new turn at the end: ``turn_id``, else the latest turn. An enhanced
+        turn draws its stored rewrite again, unless ``enhance`` asks for a new one (of the user's own words)."""
         turn = self.store.get_turn(owner, turn_id) if turn_id else None
         conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
         if turn is None and conv is not None and conv.turns:
@@ -132,4 +215,6 @@ class TurnService:
         if turn is None or conv is None or turn.conversation_id != conv.id:
             raise ValidationError("There is nothing to regenerate yet.")
         inputs = self.stored(owner, [img.id for img in turn.inputs])
-        return self.start(owner, conv.id, stored_request(turn.prompt, turn.settings), inputs, label=turn.prompt)
+        rewrite = turn.settings.get("prompt") if turn.settings.get("original_prompt") and enhance is None else None
+        request = stored_request(rewrite or turn.prompt, turn.settings)
+        return self.start(owner, conv.id, request, inputs, label=turn.prompt, enhance=enhance)

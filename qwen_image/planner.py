@@ -86,6 +86,16 @@ def weight_bytes(counts: ComponentCounts, precision: str, dtype_bytes: int, drop
     raise ValueError(f"unknown precision {precision!r}")
 
 
+def lm_head_bytes(counts: ComponentCounts, profile: Profile) -> int:
+    """The text encoder's vocabulary projection as the local prompt enhancer loads it (qwen_image.enhance.lm_head):
+    LLM.int8 (int8 weights + one float32 scale per vocabulary row) beside an 8-/4-bit text encoder, else the dtype."""
+    from .enhance.lm_head import wants_int8
+
+    if wants_int8(profile.text_encoder):
+        return counts.lm_head + 4 * (counts.lm_head // counts.hidden)
+    return counts.lm_head * profile.dtype_bytes
+
+
 @dataclass(frozen=True)
 class Workload:
     width: int = 1024
@@ -96,6 +106,7 @@ class Workload:
     num_images: int = 1
     cfg: bool = False
     kv_cache: bool = True
+    enhancer: bool = False  # the local prompt enhancer is on: the text encoder's lm_head is loaded (and stays)
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,8 @@ def predict(
         "transformer": weight_bytes(counts["transformer"], profile.transformer, b),
         "vae": weight_bytes(counts["vae"], "full", b),
     }
+    if workload.enhancer:  # resident on the text encoder's device once loaded, whatever the offload
+        weights["lm_head"] = lm_head_bytes(counts["text_encoder"], profile)
     tr_bytes_per_param = weights["transformer"] / counts["transformer"].total
     context = co["cuda_context_gb"] * GiB if profile.device == "cuda" else 0.0
 
@@ -213,7 +226,8 @@ def predict(
         for phase in ("encode", "references", "denoise", "decode"):
             if phase == "references" and not workload.references:
                 continue
-            out[phase] = _resident(profile, weights, counts, phase, tr_bytes_per_param) + act[phase] + context
+            resident = _resident(profile, weights, counts, phase, tr_bytes_per_param) + weights.get("lm_head", 0)
+            out[phase] = resident + act[phase] + context
         return out, act
 
     if tiling is None:
@@ -227,10 +241,12 @@ def predict(
     by_phase, act = phases(tiling)
     peak_phase = max(by_phase, key=by_phase.get)
     peak = by_phase[peak_phase]
-    host = 0.0 if profile.offload == "none" else sum(weights.values())
+    host = 0.0 if profile.offload == "none" else sum(v for k, v in weights.items() if k != "lm_head")
     notes = []
     if spec.family == "qwen-image" and not spec.one_pipeline:
         notes.append("the edit transformer is loaded in place of the generate transformer when needed")
+    if workload.enhancer:
+        notes.append("the local prompt enhancer's lm_head stays on the device once loaded")
     return Plan(
         model=spec.key,
         profile=profile.name,
@@ -250,8 +266,9 @@ def predict(
     )
 
 
-def planning_workload(spec, width: int | None = None, height: int | None = None) -> Workload:
-    """The workload a profile is chosen for: the default size, a long prompt and one reference image."""
+def planning_workload(spec, width: int | None = None, height: int | None = None, enhancer: bool = False) -> Workload:
+    """The workload a profile is chosen for: the default size, a long prompt and one reference image (and the local
+    prompt enhancer's lm_head when it is on)."""
     from .sizes import size_for
 
     co = coefficients()
@@ -265,6 +282,7 @@ def planning_workload(spec, width: int | None = None, height: int | None = None)
         prompt_tokens=co["default_prompt_tokens"],
         cfg=spec.true_cfg > 1.0,
         kv_cache=spec.kv_cache,
+        enhancer=enhancer,
     )
 
 

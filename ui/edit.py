@@ -11,6 +11,7 @@ from conversations.turns import TurnImage
 from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
+from . import enhance as enhance_ui
 from .context import PRIVATE, AppContext
 from .progress import gallery_results, stopper
 from .settings import Panel
@@ -30,6 +31,7 @@ class EditTab:
     panel: Panel
     gallery: gr.Gallery
     compare: gr.ImageSlider
+    enhance: enhance_ui.EnhanceControls
 
 
 def layout(ctx: AppContext) -> EditTab:
@@ -51,6 +53,7 @@ def layout(ctx: AppContext) -> EditTab:
                 max_length=20000,
                 placeholder="e.g. put the hat from <image2> on the cat in <image1>",
             )
+            enhance = enhance_ui.layout(ctx)
             marks = gr.ImageEditor(
                 label="Local edit: paint or circle what to change on reference 1",
                 type="pil",
@@ -78,7 +81,7 @@ def layout(ctx: AppContext) -> EditTab:
             interactive=False,
             max_height=520,
         )
-    return EditTab(refs, instruction, marks, run, stop, info, match, panel, gallery, compare)
+    return EditTab(refs, instruction, marks, run, stop, info, match, panel, gallery, compare, enhance)
 
 
 def gallery_files(value) -> list:
@@ -120,27 +123,55 @@ class EditHandlers:
         owner_state,
         request: gr.Request = None,
         progress=gr.Progress(),
+        enhance: bool = False,
+        enhanced_prompt: str = "",
         **settings,
     ):
-        """Edit the references (the first one with its marks) in a new conversation."""
+        """Edit the references (the first one with its marks) in a new conversation; ``enhance``: rewrite the
+        instruction first, looking at the references (``enhanced_prompt``, when given, is used as written)."""
         inputs = []
 
-        def start(owner):
-            inputs.extend(self.ctx.turns.uploads(gallery_files(references)))
-            if not inputs:
-                raise ValidationError("Add at least one reference image to edit.")
-            marked = marked_image(marks)
-            if marked is not None:
-                inputs[0] = TurnImage(marked)
-            settings_ = TurnSettings(**settings)
-            turn = settings_.request(self.ctx.spec, instruction, match_reference=match, marked=marked is not None)
-            return self.ctx.turns.start(owner, None, turn, inputs)
+        def start(owner, step):
+            turn = self._request(inputs, references, instruction, marks, match, settings)
+            return self.ctx.turns.start(owner, None, turn, inputs, enhance=step)
 
-        owner, snap = self.ctx.act(owner_state, request, start)
+        snap = None
+        for owner, rewrite, snap in enhance_ui.start_turn(
+            self.ctx, owner_state, request, start, enhance, enhanced_prompt
+        ):
+            if snap is None:
+                yield gr.skip(), enhance_ui.TEXT["working"], owner, gr.skip(), rewrite
+        if snap is None:
+            yield gr.skip(), enhance_ui.TEXT["stopped"], owner, gr.skip(), gr.skip()
+            return
+        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap)
         reference = inputs[0].image
         for files, info, own in gallery_results(self.ctx, owner, snap, progress):
             done = isinstance(files, list) and files
-            yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
+            yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip()), rewrite
+            rewrite = gr.skip()
+
+    def _request(self, inputs: list, references, instruction, marks, match, settings: dict):
+        """Fill ``inputs`` with the checked references (reference 1 with its marks); the edit request."""
+        inputs[:] = self.ctx.turns.uploads(gallery_files(references))
+        if not inputs:
+            raise ValidationError("Add at least one reference image to edit.")
+        marked = marked_image(marks)
+        if marked is not None:
+            inputs[0] = TurnImage(marked)
+        turn = TurnSettings(**settings).request(
+            self.ctx.spec, instruction, match_reference=match, marked=marked is not None
+        )
+        return turn
+
+    def enhance_only(self, references, instruction, marks, owner_state, request: gr.Request = None):
+        """The rewrite of an edit instruction (the enhancer looks at the references), streamed, without editing."""
+        inputs: list = []
+        try:
+            turn = self._request(inputs, references, instruction, marks, None, {"ratio": None})
+        except Exception as exc:
+            raise enhance_ui.user_error(exc) from None
+        yield from enhance_ui.enhance_only(self.ctx, owner_state, request, turn, inputs)
 
     def add_turn_image(self, current, owner_state, selected, request: gr.Request = None):
         """Send the chat's selected image to the references."""
@@ -173,11 +204,18 @@ def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditH
     tab.run.click(
         edit.edit,
         [tab.refs, tab.instruction, tab.marks, tab.match, owner],
-        [tab.gallery, tab.info, owner, tab.compare],
-        inputs_kwargs=tab.panel.components,
+        [tab.gallery, tab.info, owner, tab.compare, tab.enhance.rewrite],
+        inputs_kwargs={**tab.panel.components, **tab.enhance.kwargs},
         api_name="edit",
         **ctx.gpu,
     ).then(**refresh)
+    tab.enhance.only.click(
+        edit.enhance_only,
+        [tab.refs, tab.instruction, tab.marks, owner],
+        [tab.enhance.rewrite, tab.info],
+        api_name="enhance_edit",
+    )
+    enhance_ui.clear_on_edit(tab.instruction, tab.enhance)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")
     tab.refs.change(edit.marks_background, tab.refs, tab.marks, **PRIVATE)
     return edit

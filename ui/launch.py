@@ -22,6 +22,7 @@ def default_data_dir() -> Path:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from qwen_image.enhance.options import add_arguments as add_enhancer_arguments
     from qwen_image.profiles import profile_names
 
     p = argparse.ArgumentParser(description="Qwen Image Chat: create and edit images with Qwen-Image in a browser")
@@ -46,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait for the GPU")
     p.add_argument("--attention-backend", default=None, help="diffusers attention backend (e.g. flash, sage)")
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the transformer blocks")
+    add_enhancer_arguments(p, app=True)
     return p.parse_args(argv)
 
 
@@ -106,6 +108,7 @@ def build(args):
     from conversations.store import Store
     from conversations.turns import TurnService
     from conversations.zerogpu import gpu_slot, zerogpu_active
+    from qwen_image.enhance.options import build_enhancer, wants_local
     from qwen_image.factory import deferred_engine
     from qwen_image.loader import LoadOptions
 
@@ -121,7 +124,8 @@ def build(args):
     media.sweep()
 
     options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
-    backend = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
+    # probes and loads in the background; the local prompt enhancer's lm_head counts when choosing the profile
+    backend = deferred_engine(args.model, args.family, args.profile, options, enhancer=wants_local(args))
     zero = zerogpu_active()
     jobs = JobManager(
         backend,
@@ -138,7 +142,7 @@ def build(args):
         backend=backend,
         store=store,
         jobs=jobs,
-        turns=TurnService(backend, store, jobs),
+        turns=TurnService(backend, store, jobs, enhancer=build_enhancer(args, backend)),
         owners=Owners(OwnerTokens(data_dir), store),
         media=media,
         data_dir=data_dir,

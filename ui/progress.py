@@ -57,6 +57,7 @@ def stopper(ctx: AppContext):
     def stop(owner_state, conversation_id=None, request: gr.Request = None):
         owner = ctx.owner(owner_state, request)
         conversation_id = conversation_id if isinstance(conversation_id, str) and conversation_id else None
-        return "Stopping…" if ctx.jobs.cancel(owner, conversation_id=conversation_id) else "Nothing is running."
+        stopped = ctx.jobs.cancel(owner, conversation_id=conversation_id) + ctx.turns.stop_enhancing(owner)
+        return "Stopping…" if stopped else "Nothing is running."
 
     return stop
