@@ -175,9 +175,32 @@ def test_generate_and_edit_tabs(app, tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and "lighthouse" in im.info["parameters"]
     refs = [{"image": handle_file(png), "caption": None}]
-    gallery, info, compare = c.predict(refs, "make it day", None, api_name="/edit")
+    gallery, info, compare, rewrite = c.predict(refs, "make it day", None, api_name="/edit")
+    assert rewrite == ""  # not enhanced
     assert len(gallery) == 1 and "seeds" in info
     # the before/after slider: the reference scaled to the result's size, and the result
     with Image.open(gallery[0]["image"]) as result, Image.open(compare[0]) as before, Image.open(compare[1]) as after:
         assert before.size == after.size == result.size
         assert list(after.convert("RGB").getdata()) == list(result.convert("RGB").getdata())
+
+
+def test_enhance_endpoint_streams_and_enhanced_turns_keep_both_prompts(app):
+    import json
+
+    from qwen_image.metadata import JSON_KEY
+
+    c = client(app)
+    job = c.submit("a red fox", api_name="/enhance")
+    updates = list(job)
+    rewrite, line = job.result()
+    assert rewrite and rewrite != "a red fox" and not line  # tiny model: gibberish (no JSON, so no ratio)
+    assert len(updates) > 1  # streamed
+    gallery, info, drawn = c.predict("a red fox", enhance=True, api_name="/generate")
+    with Image.open(gallery[0]["image"]) as im:
+        data = json.loads(im.info[JSON_KEY])
+    assert data["original_prompt"] == "a red fox" and data["prompt"] == drawn != "a red fox"
+    # the rewrite box edited by hand: drawn as written
+    own = "a blue fox, watercolor"
+    gallery, _, drawn = c.predict("a red fox", enhance=True, enhanced_prompt=own, api_name="/generate")
+    with Image.open(gallery[0]["image"]) as im:
+        assert json.loads(im.info[JSON_KEY])["prompt"] == own == drawn

@@ -43,10 +43,10 @@ def test_answers_of_every_convention_are_read():
     assert parse(edit).follow == 2
     assert parse('```json\n{"Rewritten": "Add a hat"}\n```').prompt == "Add a hat"  # the 20B Spaces' key
     assert parse('"A plain answer."').prompt == "A plain answer."
-    assert parse('<think>still thinking, out of tokens').prompt == ""
+    assert parse("<think>still thinking, out of tokens").prompt == ""
     assert parse('{"rewritten_prompt": "cut off').prompt == ""
     # while streaming: the rewrite so far, without thinking or JSON syntax
-    assert visible('<think>hmm') == ""
+    assert visible("<think>hmm") == ""
     assert visible('<think>a</think>{"rewritten_prompt": "A red \\"fox') == 'A red "fox'
     assert nearest_ratio("21:9", ["1:1", "16:9", "9:16"]) == "16:9"
     assert nearest_ratio("wide", ["1:1"]) is None
@@ -84,6 +84,19 @@ def test_edit_rewrite_looks_at_the_images(engine21, local):
     assert task.mode == "edit"
     result = local.enhance(task)
     assert result.changed and 0 < result.tokens <= TOKENS
+
+
+def test_the_20b_pair_rewrites_with_its_tokenizer_and_the_edit_processor(engine20):
+    enhancer = LocalEnhancer(engine20, small())
+    try:
+        text = enhancer.enhance(task_for(GenerationRequest(prompt="a red fox"), engine20.spec))
+        image = Image.new("RGBA", (80, 60), (255, 0, 0, 128))
+        edit = enhancer.enhance(task_for(GenerationRequest(prompt="make it blue"), engine20.spec, [image]))
+        assert text.changed and edit.changed and not (text.note or edit.note)
+        assert text.prompt.endswith("Ultra HD, 4K, cinematic composition.")  # the 20B Spaces' quality phrase
+        assert not edit.prompt.endswith("cinematic composition.")
+    finally:
+        enhancer.release()
 
 
 def test_stop_ends_the_rewrite_and_frees_the_gpu(engine21, local):

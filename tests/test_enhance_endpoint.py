@@ -21,7 +21,9 @@ from qwen_image.enhance import load_config, task_for
 from qwen_image.enhance.endpoint import Endpoint, EndpointEnhancer
 from qwen_image.generation import GenerationRequest
 
-ANSWER = '<think>a wide scene</think>{"rewritten_prompt": "A red fox curled in fresh snow at dawn", "wh_ratio": "17:10"}'
+ANSWER = (
+    '<think>a wide scene</think>{"rewritten_prompt": "A red fox curled in fresh snow at dawn", "wh_ratio": "17:10"}'
+)
 
 
 class Handler(BaseHTTPRequestHandler):

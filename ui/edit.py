@@ -123,6 +123,7 @@ class EditHandlers:
         owner_state,
         request: gr.Request = None,
         progress=gr.Progress(),
+        *,
         enhance: bool = False,
         enhanced_prompt: str = "",
         **settings,
@@ -144,12 +145,11 @@ class EditHandlers:
         if snap is None:
             yield gr.skip(), enhance_ui.TEXT["stopped"], owner, gr.skip(), gr.skip()
             return
-        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap)
+        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap, enhanced_prompt)
         reference = inputs[0].image
         for files, info, own in gallery_results(self.ctx, owner, snap, progress):
             done = isinstance(files, list) and files
             yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip()), rewrite
-            rewrite = gr.skip()
 
     def _request(self, inputs: list, references, instruction, marks, match, settings: dict):
         """Fill ``inputs`` with the checked references (reference 1 with its marks); the edit request."""

@@ -56,7 +56,7 @@ def layout(ctx: AppContext) -> EnhanceControls:
         toggle = gr.Checkbox(False, label=TEXT["toggle"], info=TEXT["toggle_info"], scale=3)
         only = gr.Button(TEXT["only"], size="sm", scale=1)
     rewrite = gr.Textbox(
-        label=TEXT["box"], lines=3, max_length=20000, placeholder=TEXT["box_placeholder"], visible=available
+        "", label=TEXT["box"], lines=3, max_length=20000, placeholder=TEXT["box_placeholder"], visible=available
     )
     return EnhanceControls(toggle, rewrite, only)
 
@@ -100,13 +100,12 @@ def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, 
     Yields (owner, rewrite-box value or gr.skip(), snapshot or None): None while the rewrite streams, then the job's
     snapshot. A failed rewrite shows its one line as a warning; a stopped one ends with ``snapshot`` None and the
     owner's status "Stopped."."""
-    owner = ctx.owner(owner_state, request)
-    if not enhance:
-        _, snap = ctx.act(owner_state, request, lambda o: start(o, None))
-        yield owner, gr.skip(), snap
-        return
-    if (rewrite or "").strip():  # the user's rewrite of this prompt (kept or edited): drawn as written
-        _, snap = ctx.act(owner_state, request, lambda o: start(o, Enhance(rewrite=rewrite)))
+    owner = ctx.owner(owner_state, request)  # once: an API call without state gets a new owner each time
+    if not enhance or (rewrite or "").strip():  # a rewrite in the box (kept or edited by hand) is drawn as written
+        try:
+            snap = start(owner, Enhance(rewrite=rewrite) if enhance else None)
+        except Exception as exc:
+            raise user_error(exc) from None
         yield owner, gr.skip(), snap
         return
     try:
@@ -118,13 +117,14 @@ def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, 
         raise user_error(exc) from None
 
 
-def final_rewrite(ctx: AppContext, owner: str, snap) -> str | object:
-    """The rewrite the turn draws (for the rewrite box), its note shown as a warning; gr.skip() when not enhanced."""
+def final_rewrite(ctx: AppContext, owner: str, snap, current: str = "") -> str:
+    """The rewrite the turn draws (for the rewrite box; ``current`` when it was not enhanced); the enhancer's note is
+    shown as a warning."""
     for note in snap.notes:  # a job just queued carries only the enhancer's note
         gr.Warning(render.escape_html(note))
     turn = ctx.store.get_turn(owner, snap.turn_id)
     if turn is None or not turn.settings.get("original_prompt"):
-        return gr.skip()
+        return current if isinstance(current, str) else ""
     return turn.settings.get("prompt", "")
 
 

@@ -73,6 +73,7 @@ class GenerateHandlers:
         owner_state,
         request: gr.Request = None,
         progress=gr.Progress(),
+        *,
         enhance: bool = False,
         enhanced_prompt: str = "",
         **settings,
@@ -94,10 +95,9 @@ class GenerateHandlers:
         if snap is None:
             yield gr.skip(), enhance_ui.TEXT["stopped"], owner, gr.skip()
             return
-        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap)
+        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap, enhanced_prompt)
         for files, info, own in gallery_results(self.ctx, owner, snap, progress):
             yield files, info, own, rewrite
-            rewrite = gr.skip()
 
     def enhance_only(self, prompt, owner_state, request: gr.Request = None):
         """The rewrite of a text-to-image prompt, streamed, without drawing; (rewrite, line with the suggested

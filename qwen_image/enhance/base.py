@@ -146,7 +146,7 @@ class Enhancer:
         shown = [""]
 
         def report(raw: str) -> None:
-            text = visible(raw)
+            text = clean(visible(raw))
             if on_text is None or text == shown[0]:
                 return
             shown[0] = text

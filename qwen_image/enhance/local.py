@@ -35,7 +35,7 @@ def fit(image, max_pixels: int):
 
     from ..images import settle_alpha
 
-    image = settle_alpha(image) if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
+    image = settle_alpha(image.convert("RGBA"), keep_alpha=False).convert("RGB")  # transparency onto white
     w, h = image.size
     if w * h > max_pixels:
         scale = (max_pixels / (w * h)) ** 0.5
@@ -78,12 +78,13 @@ class LocalEnhancer(Enhancer):
         return self._processors["edit"]
 
     def _generate(self, task: EnhanceTask, report: OnText, cancel: threading.Event | None) -> tuple[str, int]:
-        import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
-
         settings = self.config.local
         with self.engine.exclusive(cancel) as loaded, self._lock:
+            # imported once the model is loaded: transformers' lazy imports are not safe beside a loading thread
+            import torch
+            from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+            from transformers.generation.streamers import BaseStreamer
+
             text_encoder = loaded.generate.text_encoder
             device = loaded.generate._execution_device
             if self._head is None:
