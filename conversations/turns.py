@@ -197,11 +197,19 @@ class TurnService:
     ) -> JobSnapshot:
         """A chat message: it edits the chosen image (``branch``, an image id) or else the conversation's latest
         image, followed by any attachments; with no image at all it generates."""
+        conv_id, inputs = self.chat_inputs(owner, conversation_id, attachments, branch)
+        return self.start(owner, conv_id, request, inputs, enhance=enhance)
+
+    def chat_inputs(
+        self, owner: str, conversation_id: str | None, attachments: Sequence[TurnImage] = (), branch: str | None = None
+    ) -> tuple[str | None, list[TurnImage]]:
+        """(the conversation's id or None, the images a chat message would edit): the chosen image (``branch``) or
+        the latest one, then the attachments. Also what "enhance only" shows the enhancer."""
         conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
         latest = conv.latest_output() if conv is not None else None
         base_id = branch or (latest.id if latest is not None else None)
         base = self.stored(owner, [base_id]) if base_id else []
-        return self.start(owner, conv.id if conv else None, request, [*base, *attachments], enhance=enhance)
+        return (conv.id if conv else None), [*base, *attachments]
 
     def regenerate(
         self, owner: str, conversation_id: str | None, turn_id: str | None = None, enhance: Enhance | None = None

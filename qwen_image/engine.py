@@ -243,8 +243,6 @@ class Engine:
         self.wait_ready(cancel=cancel)
         self._acquire(_safe(on_progress), cancel)
         try:
-            if self.profile.offload == "model":
-                self._recover_memory()  # what the last job left on the GPU goes back: the text encoder comes alone
             yield self._loaded
         finally:
             self._job_lock.release()

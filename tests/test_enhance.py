@@ -123,7 +123,7 @@ def test_a_sharded_checkpoint_is_read_through_its_index(tmp_path):
     save_file({"lm_head.weight": torch.ones(3, 2)}, folder / "model-00002-of-00002.safetensors")
     index = {"weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert locate(str(tmp_path)) == folder / "model-00002-of-00002.safetensors"
+    assert locate(str(tmp_path)) == (folder / "model-00002-of-00002.safetensors", "lm_head.weight")
 
 
 def test_the_planner_counts_lm_head_when_the_enhancer_is_on():

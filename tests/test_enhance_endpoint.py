@@ -17,7 +17,8 @@ from test_turns import OWNER, SPEC, StandIn
 from conversations.jobs import JobManager
 from conversations.store import Store
 from conversations.turns import Enhance, TurnService
-from qwen_image.enhance import load_config, task_for
+from qwen_image.backend import Cancelled
+from qwen_image.enhance import Enhancer, load_config, task_for
 from qwen_image.enhance.endpoint import Endpoint, EndpointEnhancer
 from qwen_image.generation import GenerationRequest
 
@@ -140,6 +141,45 @@ def test_a_turn_whose_enhancer_fails_still_makes_its_image(server, tmp_path):
         turn = store.get_turn(OWNER, snap.turn_id)
         assert last.state == "done" and turn.outputs and "HTTP 500" in last.notes[0]
         assert turn.settings["prompt"] == "a red fox" and "original_prompt" not in turn.settings
+    finally:
+        jobs.shutdown()
+        store.close()
+
+
+class Waiting(Enhancer):
+    """Writes nothing until stopped."""
+
+    name = "waiting"
+
+    def _generate(self, task, report, cancel):
+        report('{"rewritten_prompt": "A red')
+        cancel.wait(10)
+        return "", 0
+
+
+def test_stop_ends_a_rewrite_and_nothing_is_stored(tmp_path):
+    store = Store(tmp_path)
+    store.ensure_owner(OWNER)
+    jobs = JobManager(StandIn(), store)
+    turns = TurnService(jobs.backend, store, jobs, enhancer=Waiting())
+    seen, outcome = [], []
+
+    def start():
+        try:
+            turns.start(OWNER, None, GenerationRequest(prompt="a red fox"), enhance=Enhance(on_text=seen.append))
+        except Cancelled:
+            outcome.append("cancelled")
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["A red"] and turns.stop_enhancing(OWNER) == 1
+    thread.join(10)
+    try:
+        assert outcome == ["cancelled"] and store.list_conversations(OWNER) == []
+        assert turns.stop_enhancing(OWNER) == 0
     finally:
         jobs.shutdown()
         store.close()

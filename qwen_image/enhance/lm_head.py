@@ -19,6 +19,7 @@ from .base import EnhancerError
 log = logging.getLogger(__name__)
 
 KEY = "lm_head.weight"
+KEYS = (KEY, "model.lm_head.weight", "language_model.lm_head.weight")  # the usual name first, then older layouts
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -38,19 +39,24 @@ def checkpoint_file(source: str, relpath: str) -> Path | None:
         return None
 
 
-def locate(source: str, subfolder: str = "text_encoder", key: str = KEY) -> Path | None:
-    """The safetensors file of ``source``'s text encoder that holds ``key``, or None when the checkpoint lacks it."""
+def locate(source: str, subfolder: str = "text_encoder") -> tuple[Path, str] | None:
+    """(safetensors file, tensor name) of the lm_head of ``source``'s text encoder; None when the checkpoint lacks it.
+    A sharded checkpoint is looked up in its index json, so only the shard that holds it is opened."""
     index = checkpoint_file(source, f"{subfolder}/{INDEX}")
     if index is not None:
-        shard = json.loads(index.read_text()).get("weight_map", {}).get(key)
-        return checkpoint_file(source, f"{subfolder}/{shard}") if shard else None
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        key = next((k for k in KEYS if k in weight_map), None)
+        path = checkpoint_file(source, f"{subfolder}/{weight_map[key]}") if key else None
+        return (path, key) if path else None
     single = checkpoint_file(source, f"{subfolder}/{SINGLE}")
     if single is None:
         return None
     from safetensors import safe_open
 
     with safe_open(single, "pt") as f:
-        return single if key in set(f.keys()) else None
+        names = set(f.keys())
+    key = next((k for k in KEYS if k in names), None)
+    return (single, key) if key else None
 
 
 def read_tensor(path: Path, key: str = KEY):
@@ -113,8 +119,8 @@ class LmHead:
         if self._layer is not None:
             return self._layer
         embeddings = text_encoder.get_input_embeddings().weight
-        path = locate(self.source, self.subfolder)
-        if path is None:
+        found = locate(self.source, self.subfolder)
+        if found is None:
             if _tied(text_encoder):
                 self._layer = build(embeddings.detach(), embeddings.dtype, device, False)
                 return self._layer
@@ -122,7 +128,8 @@ class LmHead:
                 "the text encoder's checkpoint has no lm_head (vocabulary projection), so it cannot write text; "
                 "use an endpoint (--enhancer-url)"
             )
-        weight = read_tensor(path)
+        path, key = found
+        weight = read_tensor(path, key)
         if tuple(weight.shape) != (text_encoder.config.get_text_config().vocab_size, embeddings.shape[1]):
             raise EnhancerError(f"the checkpoint's lm_head has shape {tuple(weight.shape)}, not the text encoder's")
         self._layer = build(weight, embeddings.dtype, device, wants_int8(self.precision))
