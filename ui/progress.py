@@ -45,10 +45,11 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, progress: gr
     if last.state != "done" or turn is None:
         yield gr.skip(), outcome(last), owner
         return
-    outcome(last)
+    notes = outcome(last)  # e.g. "Prompt not enhanced (...)", or a retry with lower memory settings
     files = [(ctx.media.download(img, f"qwen-image-{img.seed}.png"), f"seed {img.seed}") for img in turn.outputs]
     info = render.settings_line(turn.settings, None, turn.timings)
-    yield files, f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar", owner
+    line = f"seeds {', '.join(str(i.seed) for i in turn.outputs)} · {info} · saved in the sidebar"
+    yield files, f"{line} · {notes}" if notes else line, owner
 
 
 def stopper(ctx: AppContext):
