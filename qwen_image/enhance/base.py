@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from ..architectures import CONFIG_DIR
-from ..backend import Cancelled
+from ..backend import BackendError, Cancelled
 from ..generation import GenerationRequest, ValidationError
 from .answer import clean, nearest_ratio, parse, visible
 
@@ -159,7 +159,7 @@ class Enhancer:
             raw, tokens = self._generate(task, report, cancel)
         except Cancelled:
             raise
-        except EnhancerError as exc:
+        except (EnhancerError, BackendError) as exc:  # BackendError: the model the local enhancer needs did not load
             return base.failed(str(exc))
         except Exception as exc:
             log.exception("the prompt enhancer failed")
