@@ -9,6 +9,7 @@ Nothing heavy happens at import or construction; ``start()`` loads in a thread a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -231,6 +232,14 @@ class Engine:
         if not self._ready.is_set():
             report(Progress("loading", message=self._message))
         self.wait_ready(cancel=cancel)
+        self._acquire(report, cancel)
+        try:
+            return self._run(r, report, cancel)
+        finally:
+            self._job_lock.release()
+
+    def _acquire(self, report, cancel) -> None:
+        """Take the one-job-at-a-time lock (one GPU), saying once that we wait; Cancelled when ``cancel`` is set."""
         waited = False
         while not self._job_lock.acquire(timeout=0.1):
             if not waited:
@@ -238,8 +247,15 @@ class Engine:
                 waited = True
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
+
+    @contextlib.contextmanager
+    def exclusive(self, cancel=None, on_progress: Callable[[Progress], None] | None = None):
+        """Hold the GPU, with the model ready, for work beside image generation (the local prompt enhancer): yields
+        the ``LoadedModel``. Raises EngineError when the model cannot load, Cancelled when ``cancel`` is set."""
+        self.wait_ready(cancel=cancel)
+        self._acquire(safe_progress(on_progress), cancel)
         try:
-            return self._run(r, report, cancel)
+            yield self._loaded
         finally:
             self._job_lock.release()
 

@@ -116,7 +116,7 @@ def test_regenerate_branch_and_the_generate_and_edit_tabs_work_through_a_remote_
     gallery, info = c.predict("a lighthouse at night", num_images=2, api_name="/generate")[:2]
     assert len(gallery) == 2 and "seeds" in info
     refs = [{"image": handle_file(gallery[0]["image"]), "caption": None}]
-    gallery, info, _ = c.predict(refs, "make it day", None, api_name="/edit")
+    gallery, info = c.predict(refs, "make it day", None, api_name="/edit")[:2]
     assert len(gallery) == 1 and "seeds" in info
 
 

@@ -23,6 +23,7 @@ def default_data_dir() -> Path:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from qwen_image.enhance.options import add_arguments as add_enhancer_arguments
     from qwen_image.profiles import profile_names
     from qwen_image.speed import ATTENTION_HELP, COMPILE_HELP
 
@@ -73,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=os.environ.get("QIC_API_KEY"),
         help="the key --openai-api and --mcp clients must send (required beyond localhost; or $QIC_API_KEY)",
     )
+    add_enhancer_arguments(p, app=True)
     return p.parse_args(argv)
 
 
@@ -178,6 +180,7 @@ def build(args):
     from conversations.store import Store
     from conversations.turns import TurnService
     from conversations.zerogpu import gpu_slot, zerogpu_active
+    from qwen_image.enhance.options import build_enhancer
 
     from .app import build_app
     from .context import AppContext
@@ -202,11 +205,13 @@ def build(args):
             family=args.family,
         )
     else:
+        from qwen_image.enhance.options import wants_local
         from qwen_image.factory import deferred_engine
         from qwen_image.loader import LoadOptions
 
         options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
-        backend = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
+        # probes and loads in the background; the local prompt enhancer's lm_head counts when choosing the profile
+        backend = deferred_engine(args.model, args.family, args.profile, options, enhancer=wants_local(args))
     zero = zerogpu_active() and not args.backend
     jobs = JobManager(
         backend,
@@ -223,7 +228,7 @@ def build(args):
         backend=backend,
         store=store,
         jobs=jobs,
-        turns=TurnService(backend, store, jobs),
+        turns=TurnService(backend, store, jobs, enhancer=build_enhancer(args, backend)),
         owners=Owners(OwnerTokens(data_dir), store),
         media=media,
         data_dir=data_dir,
