@@ -34,12 +34,12 @@ class GenerateTab:
 
 
 def layout(ctx: AppContext) -> GenerateTab:
-    """The prompt and the results first (uncropped, at the top of the view), the settings beside them."""
+    """The prompt and the results first (uncropped, at the top of the view), the prompt enhancer and the settings beside
+    them."""
     spec = ctx.spec
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             prompt = gr.Textbox(label=t("generate.prompt"), lines=2, max_length=20000, elem_id="qic-gen-prompt")
-            enhance = enhance_ui.layout(ctx)
             with gr.Row():
                 run = gr.Button(t("generate.run"), variant="primary", elem_id="qic-gen-run", size="md")
                 stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
@@ -56,6 +56,7 @@ def layout(ctx: AppContext) -> GenerateTab:
             info = gr.Markdown("", elem_id="qic-gen-info")
             to_edit = gr.Button(t("generate.to_edit"), size="sm")
         with gr.Column(scale=2, min_width=280):
+            enhance = enhance_ui.layout(ctx)  # beside the prompt, so that the results stay at the top of the view
             custom = gr.Checkbox(False, label="custom", visible=False)
             w, h = size_for(spec, "1:1", spec.default_tier)
             boxes = []
