@@ -58,24 +58,22 @@ def _text(name, value):
 
 
 def _int(name, value):
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ApiError(400, f"'{name}' must be an integer.", name, "invalid_type") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"'{name}' must be an integer.", name, "invalid_type")
-    return value
+    return _parsed(name, value, int, (int,), "an integer")
 
 
 def _number(name, value):
+    return _parsed(name, value, float, (int, float), "a number")
+
+
+def _parsed(name, value, parse, types: tuple, what: str):
+    """``value`` as one of ``types`` (a form field's text parsed with ``parse``); booleans are not numbers here."""
     if isinstance(value, str):
         try:
-            value = float(value.strip())
+            value = parse(value.strip())
         except ValueError:
-            raise ApiError(400, f"'{name}' must be a number.", name, "invalid_type") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"'{name}' must be a number.", name, "invalid_type")
+            raise ApiError(400, f"'{name}' must be {what}.", name, "invalid_type") from None
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ApiError(400, f"'{name}' must be {what}.", name, "invalid_type")
     return value
 
 

@@ -43,6 +43,8 @@ def test_fields_map_onto_a_request():
         ({"prompt": "x", "marked": True}, 400, "marked"),  # an edit-only field on a generation
         ({"prompt": "  "}, 400, "prompt"),
         ({"prompt": "x", "n": "two"}, 400, "n"),
+        ({"prompt": "x", "seed": True}, 400, "seed"),  # a boolean is no number
+        ({"prompt": "x", "true_cfg_scale": "strong"}, 400, "true_cfg_scale"),
         ({"prompt": "x", "quality": "hd"}, 400, "quality"),  # nothing this server cannot honour is ignored
         ({"prompt": "x", "response_format": "url"}, 400, "response_format"),
         ({"prompt": "x", "size": "1024"}, 400, "size"),

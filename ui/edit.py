@@ -13,11 +13,11 @@ from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
 from . import enhance as enhance_ui
-from .chat import toasts_each
+from .chat import page_and_api
 from .context import PRIVATE, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .media import file_name
-from .progress import gallery_results, stopper
+from .progress import stopper
 from .settings import Panel
 
 MARK_COLOR = "#ff2a2a"
@@ -173,19 +173,11 @@ class EditHandlers:
             turn = self._request(inputs, references, instruction, marks, match, settings, tr, clean)
             return self.ctx.turns.start(owner, None, turn, inputs, enhance=step)
 
-        snap = None
-        for owner, rewrite, snap in enhance_ui.start_turn(
+        for files, info, own, drawn in enhance_ui.gallery_turn(
             self.ctx, owner_state, request, start, enhance, enhanced_prompt
         ):
-            if snap is None:
-                yield gr.skip(), tr("enhance.working"), owner, gr.skip(), rewrite
-        if snap is None:
-            yield gr.skip(), tr("turn.stopped"), owner, gr.skip(), gr.skip()
-            return
-        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap, enhanced_prompt)
-        for files, info, own in gallery_results(self.ctx, owner, snap, request):
             done = isinstance(files, list) and files
-            yield files, info, own, (before_after(clean[0], files[0][0]) if done else gr.skip()), rewrite
+            yield files, info, own, (before_after(clean[0], files[0][0]) if done else gr.skip()), drawn
 
     def _request(self, inputs: list, references, instruction, marks, match, settings: dict, tr: Tr, clean=None):
         """Fill ``inputs`` with the checked references (reference 1 with its marks, and without them in ``clean``);
@@ -249,9 +241,7 @@ def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditH
     outputs = [tab.gallery, tab.info, owner, tab.compare, tab.enhance.rewrite]
     kwargs = {**tab.panel.components, **tab.enhance.kwargs}
     events = {"inputs_kwargs": kwargs, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(edit.edit), inputs, outputs, api_name="page_edit", **events, **PRIVATE).then(**refresh)
-    api = gr.Button("edit", visible=False)
-    api.click(edit.edit, inputs, outputs, api_name="edit", **events).then(**refresh)
+    page_and_api(tab.run, edit.edit, inputs, outputs, "edit", refresh, **events)
     enhance_ui.wire_only(
         tab.enhance, edit.enhance_only, [tab.refs, tab.instruction, tab.marks, owner], tab.info, "enhance_edit"
     )

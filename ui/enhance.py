@@ -19,9 +19,10 @@ from conversations.turns import Enhance
 from qwen_image.backend import Cancelled
 
 from . import render
-from .chat import toasts_each
-from .context import PRIVATE, QUICK, AppContext, user_error
-from .i18n import Tr, t
+from .chat import page_and_api
+from .context import QUICK, AppContext, user_error
+from .i18n import Tr, lang_of, t
+from .progress import gallery_results
 
 T = TypeVar("T")
 
@@ -58,11 +59,7 @@ def layout(ctx: AppContext) -> EnhanceControls:
 def wire_only(controls: EnhanceControls, fn: Callable, inputs: list, info: gr.components.Component, api_name: str):
     """ "Enhance only" (``fn`` streams (rewrite, status line)): the page's button, where a mistake is a toast, and the
     named API endpoint ``api_name``."""
-    outputs = [controls.rewrite, info]
-    events = {"show_progress": "hidden"}
-    controls.only.click(toasts_each(fn), inputs, outputs, api_name=f"page_{api_name}", **events, **PRIVATE)
-    api = gr.Button(api_name, visible=False)
-    api.click(fn, inputs, outputs, api_name=api_name, **events)
+    page_and_api(controls.only, fn, inputs, [controls.rewrite, info], api_name, show_progress="hidden")
 
 
 def clear_on_edit(prompt: gr.components.Component, controls: EnhanceControls) -> None:
@@ -119,6 +116,23 @@ def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, 
         yield owner, gr.skip(), None
     except Exception as exc:
         raise user_error(exc) from None
+
+
+def gallery_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, rewrite) -> Iterator[tuple]:
+    """A turn of the Generate or Edit tab (``start`` as for ``start_turn``): (gallery, info line, owner, rewrite box)
+    while the rewrite streams, while the job runs and once it ends (``gallery_results``); the box ends with the prompt
+    drawn. A stopped rewrite ends with "Stopped." and nothing started."""
+    tr = Tr(lang_of(request))
+    snap = None
+    for owner, text, snap in start_turn(ctx, owner_state, request, start, enhance, rewrite):
+        if snap is None:
+            yield gr.skip(), tr("enhance.working"), owner, text
+    if snap is None:
+        yield gr.skip(), tr("turn.stopped"), owner, gr.skip()
+        return
+    drawn = final_rewrite(ctx, owner, snap, rewrite)
+    for files, info, own in gallery_results(ctx, owner, snap, request):
+        yield files, info, own, drawn
 
 
 def final_rewrite(ctx: AppContext, owner: str, snap, current: str = "") -> str:

@@ -10,10 +10,10 @@ from conversations.settings import TurnSettings
 from qwen_image.sizes import size_for
 
 from . import enhance as enhance_ui
-from .chat import toasts_each
-from .context import PRIVATE, QUICK, AppContext
+from .chat import page_and_api
+from .context import QUICK, AppContext
 from .i18n import Tr, lang_of, t
-from .progress import gallery_results, stopper
+from .progress import stopper
 from .settings import CUSTOM, Panel
 
 
@@ -114,19 +114,7 @@ class GenerateHandlers:
             turn = TurnSettings(**settings).request(self.ctx.spec, prompt, size=size)
             return self.ctx.turns.start(owner, None, turn, enhance=step)
 
-        tr = Tr(lang_of(request))
-        snap = None
-        for owner, rewrite, snap in enhance_ui.start_turn(
-            self.ctx, owner_state, request, start, enhance, enhanced_prompt
-        ):
-            if snap is None:
-                yield gr.skip(), tr("enhance.working"), owner, rewrite
-        if snap is None:
-            yield gr.skip(), tr("turn.stopped"), owner, gr.skip()
-            return
-        rewrite = enhance_ui.final_rewrite(self.ctx, owner, snap, enhanced_prompt)
-        for files, info, own in gallery_results(self.ctx, owner, snap, request):
-            yield files, info, own, rewrite
+        yield from enhance_ui.gallery_turn(self.ctx, owner_state, request, start, enhance, enhanced_prompt)
 
     def enhance_only(self, prompt, owner_state=None, request: gr.Request = None):
         """The rewrite of a text-to-image prompt, streamed, without drawing; (rewrite, line with the suggested
@@ -145,11 +133,7 @@ def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> G
     outputs = [tab.gallery, tab.info, owner, tab.enhance.rewrite]
     kwargs = {**tab.panel.components, **tab.enhance.kwargs}
     events = {"inputs_kwargs": kwargs, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(gen.generate), inputs, outputs, api_name="page_generate", **events, **PRIVATE).then(
-        **refresh
-    )
-    api = gr.Button("generate", visible=False)
-    api.click(gen.generate, inputs, outputs, api_name="generate", **events).then(**refresh)
+    page_and_api(tab.run, gen.generate, inputs, outputs, "generate", refresh, **events)
     enhance_ui.wire_only(tab.enhance, gen.enhance_only, [tab.prompt, owner], tab.info, "enhance")
     enhance_ui.clear_on_edit(tab.prompt, tab.enhance)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")
