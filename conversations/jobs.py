@@ -80,9 +80,14 @@ class RateLimiter:
         self._swept = time.monotonic()
         self._hits: dict[str, deque] = {}
         self._lock = threading.Lock()
+        self._exempt: set[str] = set()
+
+    def exempt(self, owner: str) -> None:
+        """Never limit ``owner`` (a trusted client, such as the holder of the API key)."""
+        self._exempt.add(owner)
 
     def check(self, owner: str) -> None:
-        if self.limit <= 0:
+        if self.limit <= 0 or owner in self._exempt:
             return
         now = time.monotonic()
         with self._lock:
@@ -154,9 +159,10 @@ class JobManager:
         input_image_ids: list[str],
         prompt_label: str | None = None,
         version_of: str | None = None,
+        notes: tuple = (),
     ) -> JobSnapshot:
         """Record a running turn and queue the job. Raises Busy (a ValidationError) when the server or owner is over
-        its limits.
+        its limits. ``notes``: lines for the user known before the job runs (e.g. the prompt enhancer's).
 
         ``resolved`` comes from ``backend.resolve``, which callers run first so that nothing is stored for an invalid
         request. ``version_of``: the turn this job makes another version of (regenerate), shown in its place.
@@ -183,7 +189,9 @@ class JobManager:
         )
         if turn is None:
             raise ValidationError("That conversation no longer exists; start a new chat.")
-        snap = JobSnapshot(job_id, owner, conversation_id, turn.id, "queued", created_at=time.time())
+        snap = JobSnapshot(
+            job_id, owner, conversation_id, turn.id, "queued", notes=tuple(notes), created_at=time.time()
+        )
         job = _Job(snap, resolved, settings, threading.Event())
         with self._changed:
             self._jobs[job_id] = job
@@ -349,7 +357,7 @@ class JobManager:
         if saved is None:  # the turn was undone or its conversation deleted while the job ran
             self._update(job, state="cancelled", error="the turn was removed while it ran")
             return job.snapshot
-        self._update(job, state="done", notes=result.notes)
+        self._update(job, state="done", notes=(*s.notes, *result.notes))
         return job.snapshot
 
     def _save(self, s: JobSnapshot, settings: dict, result):

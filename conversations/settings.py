@@ -107,4 +107,6 @@ def stored_request(prompt: str, settings: dict, new_seed: bool = True) -> Genera
         transparent=bool(settings.get("transparent")),
         reference_resolution=settings.get("reference_resolution"),
         marked=bool(settings.get("marked")),
+        original_prompt=settings.get("original_prompt") or None,
+        enhancer=settings.get("enhancer") or None,
     )

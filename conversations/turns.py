@@ -9,17 +9,24 @@ What a chat message edits (``edit_target``): the image chosen with "Edit this im
 attachments; else the attachments alone (they replace the implicit image); else the latest image of the conversation
 (the version shown of its last turn with images); else nothing, and the message generates. Regenerating a turn makes
 another version of it in its place (``Turn.version``), shown at once; ``show_version`` switches between them.
+
+Any turn may first have its prompt rewritten by the prompt enhancer (``Enhance``), before validation: the rewrite is
+what is drawn, the user's words are kept with it (settings ``original_prompt``), and when enhancing fails the turn goes
+on with the prompt as written and a one-line note.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import suppress
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwen_image.backend import Backend
-from qwen_image.generation import GenerationRequest, ValidationError
+from qwen_image.enhance import Enhancement, Enhancer, edited, resolve_enhanced, task_for
+from qwen_image.enhance.base import unchanged_note
+from qwen_image.generation import GenerationRequest, ValidationError, check_text
 from qwen_image.images import ImageInputError, open_image
 
 from .faults import StorageError
@@ -74,11 +81,72 @@ class TurnImage:
     id: str | None = None  # the stored image's id; None for a new upload, stored once the request is valid
 
 
+@dataclass(frozen=True)
+class Enhance:
+    """Rewrite a turn's prompt first. ``rewrite``: a rewrite the user already has (edited or kept), used as it is;
+    otherwise the enhancer writes one, streaming it to ``on_text``; ``cancel`` stops it (the turn does not start)."""
+
+    rewrite: str | None = None
+    on_text: Callable[[str], None] | None = None
+    cancel: threading.Event | None = None
+
+
 class TurnService:
-    def __init__(self, backend: Backend, store: Store, jobs: JobManager):
+    def __init__(self, backend: Backend, store: Store, jobs: JobManager, enhancer: Enhancer | None = None):
         self.backend = backend
         self.store = store
         self.jobs = jobs
+        self.enhancer = enhancer
+        self._enhancing: dict[str, set[threading.Event]] = {}  # owner -> cancel events of rewrites under way
+        self._enhancing_lock = threading.Lock()
+
+    # -- the prompt enhancer --------------------------------------------------------------------------------------
+    def enhance(
+        self,
+        request: GenerationRequest,
+        inputs: Sequence[TurnImage] = (),
+        step: Enhance | None = None,
+        owner: str | None = None,
+    ) -> Enhancement:
+        """The rewrite of ``request``'s prompt for these input images, or the prompt unchanged with a one-line note.
+        Raises ValidationError for a prompt no model would take, Cancelled when stopped (also by ``stop_enhancing``
+        for ``owner``)."""
+        step = step or Enhance()
+        prompt = check_text(request.prompt, "prompt")
+        if step.rewrite is not None:
+            return edited(prompt, step.rewrite)
+        if not prompt:
+            return Enhancement(prompt, prompt)
+        if self.enhancer is None:
+            return Enhancement(prompt, prompt, note=unchanged_note("no prompt enhancer is configured"))
+        cancel = step.cancel or threading.Event()
+        task = task_for(replace(request, prompt=prompt), self.backend.spec, [i.image for i in inputs])
+        with self._registered(owner, cancel):
+            return self.enhancer.enhance(task, step.on_text, cancel)
+
+    def stop_enhancing(self, owner: str) -> int:
+        """Stop the owner's rewrites under way; returns how many were signalled."""
+        with self._enhancing_lock:
+            events = list(self._enhancing.get(owner, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    @contextmanager
+    def _registered(self, owner: str | None, cancel: threading.Event):
+        if owner is None:
+            yield
+            return
+        with self._enhancing_lock:
+            self._enhancing.setdefault(owner, set()).add(cancel)
+        try:
+            yield
+        finally:
+            with self._enhancing_lock:
+                events = self._enhancing.get(owner, set())
+                events.discard(cancel)
+                if not events:
+                    self._enhancing.pop(owner, None)
 
     # -- input images ---------------------------------------------------------------------------------------------
     def uploads(self, files) -> list[TurnImage]:
@@ -123,15 +191,24 @@ class TurnService:
         inputs: Sequence[TurnImage] = (),
         label: str | None = None,
         version_of: str | None = None,
+        enhance: Enhance | None = None,
     ) -> JobSnapshot:
         """Start a turn in the owner's conversation (a new one when None or gone); returns the queued job.
 
         ``request`` carries no images: ``inputs`` become its references, in order. ``label`` is the prompt shown in
         the conversation (the request's prompt by default). ``version_of``: a turn this one is another version of.
-        Raises ValidationError (Busy included) with a message for the user; nothing stays behind from a turn that could
-        not start in a conversation it created.
+        ``enhance``: rewrite the prompt first (a failure to rewrite becomes one of the job's notes). Raises
+        ValidationError (Busy included) with a message for the user, Cancelled when the rewrite is stopped; nothing
+        stays behind from a turn that could not start in a conversation it created.
         """
-        resolved = self.backend.resolve(replace(request, images=tuple(i.image for i in inputs)))
+        request = replace(request, images=tuple(i.image for i in inputs))
+        notes: tuple = ()
+        if enhance is None:
+            resolved = self.backend.resolve(request)
+        else:
+            enhancement = self.enhance(request, inputs, enhance, owner)
+            resolved, enhancement = resolve_enhanced(self.backend.resolve, request, enhancement)
+            notes = (enhancement.note,) if enhancement.note else ()
         if conversation_id is not None and self.store.get_conversation(owner, conversation_id) is None:
             conversation_id = None
         created = conversation_id is None
@@ -142,7 +219,9 @@ class TurnService:
         try:
             ids = [i.id or self._keep(owner, conversation_id, i.image) for i in inputs]
             text = label if label is not None else request.prompt
-            return self.jobs.submit(owner, conversation_id, resolved, ids, text.strip(), version_of=version_of)
+            return self.jobs.submit(
+                owner, conversation_id, resolved, ids, text.strip(), version_of=version_of, notes=notes
+            )
         except BaseException:
             if created:
                 with suppress(StorageError):  # the fault that stopped the turn may stop this too; its message stands
@@ -168,23 +247,35 @@ class TurnService:
         request: GenerationRequest,
         attachments: Sequence[TurnImage] = (),
         branch: str | None = None,
+        enhance: Enhance | None = None,
     ) -> JobSnapshot:
         """A chat message: it edits the chosen image (``branch``, an image id) followed by any attachments, or the
         attachments alone, or else the conversation's latest image; with no image at all it generates.
 
         One image is made at a time per conversation: a message while its job runs is refused (BUSY_HERE)."""
-        conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
-        if conv is not None and self.jobs.active(owner, conv.id):
+        if conversation_id and self.jobs.active(owner, conversation_id):
             raise ValidationError(BUSY_HERE)
+        conv_id, inputs = self.chat_inputs(owner, conversation_id, attachments, branch)
+        return self.start(owner, conv_id, request, inputs, enhance=enhance)
+
+    def chat_inputs(
+        self, owner: str, conversation_id: str | None, attachments: Sequence[TurnImage] = (), branch: str | None = None
+    ) -> tuple[str | None, list[TurnImage]]:
+        """(the conversation's id or None, the images a chat message would edit, in order): the edit target's image
+        (``target``), then the attachments. Also what "enhance only" shows the enhancer."""
+        conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
         if branch and self.store.get_image(owner, branch) is None:
             raise ValidationError("The image chosen to edit is no longer available; choose another one.")
         target = self.target(owner, conv.id if conv else None, branch, len(attachments))
         base = self.stored(owner, [target.base.id]) if target.base is not None else []
-        return self.start(owner, conv.id if conv else None, request, [*base, *attachments])
+        return (conv.id if conv else None), [*base, *attachments]
 
-    def regenerate(self, owner: str, conversation_id: str | None, turn_id: str | None = None) -> JobSnapshot:
+    def regenerate(
+        self, owner: str, conversation_id: str | None, turn_id: str | None = None, enhance: Enhance | None = None
+    ) -> JobSnapshot:
         """Run a turn again with a new seed, as a new version of it shown in its place: ``turn_id`` (any of its
-        versions), else the latest turn."""
+        versions), else the latest turn. An enhanced turn draws its stored rewrite again, unless ``enhance`` asks for
+        a new one (of the user's own words)."""
         turn = self.store.get_turn(owner, turn_id) if turn_id else None
         conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
         if turn is None and conv is not None and conv.turns:
@@ -194,8 +285,9 @@ class TurnService:
         if any(s.turn_id in turn.version_ids for s in self.jobs.active(owner, conv.id)):
             raise ValidationError(STILL_RUNNING)
         inputs = self.stored(owner, [img.id for img in turn.inputs])
-        request = stored_request(turn.prompt, turn.settings)
-        return self.start(owner, conv.id, request, inputs, label=turn.prompt, version_of=turn.id)
+        rewrite = turn.settings.get("prompt") if turn.settings.get("original_prompt") and enhance is None else None
+        request = stored_request(rewrite or turn.prompt, turn.settings)
+        return self.start(owner, conv.id, request, inputs, label=turn.prompt, version_of=turn.id, enhance=enhance)
 
     def show_version(self, owner: str, turn_id: str | None, step: int) -> Turn:
         """Show the version ``step`` places after (or before, when negative) this one, within its turn's versions."""

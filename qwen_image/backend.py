@@ -9,6 +9,7 @@ An edit is a generation request with reference images; ``generate`` runs both.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 from .generation import GenerationRequest, GenerationResult, ResolvedRequest
 from .registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 # The settings a request may carry beyond its prompt and images (GenerationRequest's other fields).
 REQUEST_SETTINGS = frozenset(f.name for f in fields(GenerationRequest)) - {"prompt", "images"}
@@ -31,7 +34,9 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # waiting | loading | encoding | denoising | decoding | done
+    # waiting | loading | encoding | denoising | decoding | done; remote backends: remote (elapsed time against an
+    # estimate, ``message`` the server) and retrying (``message``: the server that failed; another one is tried)
+    phase: str
     step: int = 0
     total: int = 0
     elapsed: float = 0.0
@@ -111,3 +116,17 @@ def estimated_seconds(spec: ModelSpec, r: ResolvedRequest) -> float:
     """Denoising time from the model's measured speed: steps x megapixels x images x CFG passes."""
     passes = 2 if r.uses_cfg else 1
     return r.steps * (r.width * r.height / 1e6) * r.num_images * passes * spec.seconds_per_megapixel_step
+
+
+def safe_progress(on_progress: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
+    """A progress reporter that never fails the job: a missing or broken listener is ignored (and logged)."""
+
+    def report(progress: Progress) -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(progress)
+        except Exception:
+            log.exception("progress listener failed")
+
+    return report

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .enhance.options import add_arguments as add_enhancer_arguments
 from .metadata import image_settings, save_png
 from .profiles import profile_names
 from .speed import ATTENTION_HELP, COMPILE_HELP
@@ -34,6 +35,8 @@ def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-resolution", type=int)
     p.add_argument("--attention-backend", help=ATTENTION_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    p.add_argument("--enhance", action="store_true", help="rewrite the prompt first (prompt enhancer; see below)")
+    add_enhancer_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--width", type=int)
     plan.add_argument("--height", type=int)
     plan.add_argument("--all", action="store_true", help="predict every profile, not only the chosen one")
+    plan.add_argument("--enhancer", action="store_true", help="count the local prompt enhancer's lm_head")
     plan.add_argument("--json", action="store_true")
 
     gen = sub.add_parser("generate", help="text to image")
@@ -67,15 +71,15 @@ def _plan(args) -> int:
     from .profiles import get_profile
 
     vram = args.vram
-    choice = choose_setup(args.model, args.family, args.profile, vram_gb=vram, ram_gb=args.ram)
+    choice = choose_setup(args.model, args.family, args.profile, vram_gb=vram, ram_gb=args.ram, enhancer=args.enhancer)
     plan = choice.plan
     spec = choice.spec
     if args.width or args.height:
-        workload = planning_workload(spec, args.width, args.height)
+        workload = planning_workload(spec, args.width, args.height, enhancer=args.enhancer)
         plan = predict(spec, get_profile(plan.profile, spec.family), workload, budget_gb=plan.budget_gb)
     others = []
     if args.all:
-        workload = planning_workload(spec, args.width, args.height)
+        workload = planning_workload(spec, args.width, args.height, enhancer=args.enhancer)
         for name in profile_names():
             prof = get_profile(name, spec.family)
             others.append(predict(spec, prof, workload, budget_gb=plan.budget_gb if prof.device == "cuda" else None))
@@ -107,11 +111,12 @@ def _plan(args) -> int:
 
 def _run(args, images: list) -> int:
     from .engine import Cancelled, EngineError
+    from .enhance.options import wants_local
     from .factory import build_engine, choose_setup
     from .generation import GenerationRequest, ValidationError
     from .loader import LoadOptions
 
-    choice = choose_setup(args.model, args.family, args.profile)
+    choice = choose_setup(args.model, args.family, args.profile, enhancer=args.enhance and wants_local(args))
     if choice.spec.tiny:
         print("note: the tiny demo model has random weights; its images are noise.", file=sys.stderr)
     engine = build_engine(choice, LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile))
@@ -138,6 +143,8 @@ def _run(args, images: list) -> int:
             print(f"\r  step {p.step}/{p.total}  eta {p.eta or 0:.1f}s ", end="", file=sys.stderr, flush=True)
 
     try:
+        if args.enhance:
+            request = _enhance(args, engine, request)
         result = engine.generate(request, on_progress=progress)
     except (ValidationError, EngineError, Cancelled) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
@@ -152,6 +159,29 @@ def _run(args, images: list) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _enhance(args, engine, request):
+    """The request with its prompt rewritten (streamed to stderr), resolved; the prompt as written if that fails."""
+    from .enhance import resolve_enhanced, task_for
+    from .enhance.options import build_enhancer
+
+    enhancer = build_enhancer(args, engine)
+    print(f"enhancing the prompt ({enhancer.name})", file=sys.stderr)
+    shown = [""]
+
+    def stream(text: str) -> None:
+        print(text[len(shown[0]) :] if text.startswith(shown[0]) else f"\n{text}", end="", file=sys.stderr, flush=True)
+        shown[0] = text
+
+    enhancement = enhancer.enhance(task_for(request, engine.spec, request.images), on_text=stream)
+    resolved, enhancement = resolve_enhanced(engine.resolve, request, enhancement)
+    print(file=sys.stderr)
+    if enhancement.note:
+        print(f"note: {enhancement.note}", file=sys.stderr)
+    else:
+        print(f"enhanced prompt: {enhancement.prompt}", file=sys.stderr)
+    return resolved
 
 
 def main(argv: list[str] | None = None) -> int:

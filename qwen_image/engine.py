@@ -9,6 +9,7 @@ Nothing heavy happens at import or construction; ``start()`` loads in a thread a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -17,9 +18,24 @@ from dataclasses import dataclass, replace
 
 from . import decode as dec
 from . import offload
-from .backend import BackendError, BackendStatus, Cancelled, Capabilities, Progress, estimated_seconds
+from .backend import (
+    BackendError,
+    BackendStatus,
+    Cancelled,
+    Capabilities,
+    Progress,
+    estimated_seconds,
+    safe_progress,
+)
 from .embed_cache import EmbedCache
-from .generation import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
+from .generation import (
+    GenerationRequest,
+    GenerationResult,
+    ResolvedRequest,
+    ValidationError,
+    model_prompt,
+    resolve,
+)
 from .hardware import Hardware
 from .loader import LoadedModel, LoadOptions, load_model, load_tokenizer
 from .planner import Workload, predict
@@ -47,16 +63,6 @@ class RunSettings:
 
     def lower(self) -> RunSettings:
         return replace(self, vae_tiling=True, vae_slicing=True, kv_cache=False)
-
-
-def model_prompt(r: ResolvedRequest, spec: ModelSpec) -> str:
-    """The text the model is given: the user's prompt with the model's mark hint and transparent wrapper."""
-    prompt = r.prompt
-    if r.marked and spec.mark_hint:
-        prompt = prompt.rstrip() + spec.mark_hint
-    if r.transparent and spec.transparent_prompt:
-        prompt = spec.transparent_prompt.format(prompt=prompt.rstrip("."))
-    return prompt
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -219,13 +225,21 @@ class Engine:
         cancel=None,
     ) -> GenerationResult:
         """Run one job. Raises ValidationError, Cancelled or EngineError."""
-        report = _safe(on_progress)
+        report = safe_progress(on_progress)
         r = request if isinstance(request, ResolvedRequest) else self.resolve(request)
         if r.model != self.spec.key:
             raise ValidationError(f"this request was made for {r.model}, but {self.spec.key} is loaded")
         if not self._ready.is_set():
             report(Progress("loading", message=self._message))
         self.wait_ready(cancel=cancel)
+        self._acquire(report, cancel)
+        try:
+            return self._run(r, report, cancel)
+        finally:
+            self._job_lock.release()
+
+    def _acquire(self, report, cancel) -> None:
+        """Take the one-job-at-a-time lock (one GPU), saying once that we wait; Cancelled when ``cancel`` is set."""
         waited = False
         while not self._job_lock.acquire(timeout=0.1):
             if not waited:
@@ -233,8 +247,15 @@ class Engine:
                 waited = True
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
+
+    @contextlib.contextmanager
+    def exclusive(self, cancel=None, on_progress: Callable[[Progress], None] | None = None):
+        """Hold the GPU, with the model ready, for work beside image generation (the local prompt enhancer): yields
+        the ``LoadedModel``. Raises EngineError when the model cannot load, Cancelled when ``cancel`` is set."""
+        self.wait_ready(cancel=cancel)
+        self._acquire(safe_progress(on_progress), cancel)
         try:
-            return self._run(r, report, cancel)
+            yield self._loaded
         finally:
             self._job_lock.release()
 
@@ -433,18 +454,6 @@ def _preview(latents, r: ResolvedRequest):
     except Exception:  # a preview is a nicety: never fail a job over it
         log.exception("latent preview failed")
         return None
-
-
-def _safe(on_progress):
-    def report(progress: Progress) -> None:
-        if on_progress is None:
-            return
-        try:
-            on_progress(progress)
-        except Exception:  # a broken listener must not kill the job
-            log.exception("progress listener failed")
-
-    return report
 
 
 class _reference_area:

@@ -33,22 +33,25 @@ def choose_setup(
     hardware: Hardware | None = None,
     vram_gb: float | None = None,
     ram_gb: float | None = None,
+    enhancer: bool = False,
 ) -> Choice:
-    """Model spec + memory plan for this machine (or for the given VRAM/RAM sizes)."""
+    """Model spec + memory plan for this machine (or for the given VRAM/RAM sizes); ``enhancer``: the local prompt
+    enhancer is on (its lm_head is counted)."""
     hw = hardware or detect()
     cuda = hw.cuda if vram_gb is None else vram_gb > 0
     spec = resolve_model(model, family, cuda=cuda)
     vram = vram_gb if vram_gb is not None else hw.vram_free_gb
     # a hypothetical --vram without --ram plans for the card alone; otherwise this machine's RAM counts too
     ram = ram_gb if ram_gb is not None else (None if vram_gb is not None else hw.ram_available_gb)
+    workload = planning_workload(spec, enhancer=enhancer)
     if profile:
         prof = get_profile(profile, spec.family)
         budget = vram if prof.device == "cuda" else ram
-        plan = predict(spec, prof, planning_workload(spec), budget_gb=budget)
+        plan = predict(spec, prof, workload, budget_gb=budget)
         return Choice(spec, plan, hw, f"profile {profile} chosen by --profile")
     if not cuda:
-        return Choice(spec, cpu_plan(spec, ram or hw.ram_available_gb), hw, "no CUDA GPU: CPU profile")
-    plan = choose(spec, vram, ram)
+        return Choice(spec, cpu_plan(spec, ram or hw.ram_available_gb, workload), hw, "no CUDA GPU: CPU profile")
+    plan = choose(spec, vram, ram, workload)
     why = f"most resident profile predicted to fit {vram:.1f} GiB of free VRAM"
     if not plan.fits:
         why = f"no profile is predicted to fit {vram:.1f} GiB of VRAM"
@@ -86,7 +89,11 @@ def nvidia_present() -> bool:
 
 
 def deferred_engine(
-    model: str = "auto", family: str | None = None, profile: str | None = None, options: LoadOptions | None = None
+    model: str = "auto",
+    family: str | None = None,
+    profile: str | None = None,
+    options: LoadOptions | None = None,
+    enhancer: bool = False,
 ) -> Engine:
     """An engine whose hardware probe and profile choice run in its loading thread, so a page can be served at once.
 
@@ -95,7 +102,7 @@ def deferred_engine(
     spec = resolve_model(model, family, cuda=nvidia_present())
 
     def configure():
-        choice = choose_setup(model, family, profile)
+        choice = choose_setup(model, family, profile, enhancer=enhancer)
         if choice.spec.key != spec.key:
             raise RuntimeError(
                 f"an NVIDIA driver is present but PyTorch cannot use CUDA, so {spec.label} cannot run here; install a "

@@ -49,6 +49,8 @@ class GenerationRequest:
     transparent: bool = False
     reference_resolution: int | None = None
     marked: bool = False  # the first reference carries the user's red marks: change only that area
+    original_prompt: str | None = None  # what the user wrote, when ``prompt`` is a prompt enhancer's rewrite of it
+    enhancer: str | None = None  # which enhancer wrote the rewrite
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class ResolvedRequest:
     aspect_ratio: str | None = None
     tier: str | None = None
     marked: bool = False
+    original_prompt: str | None = None
+    enhancer: str | None = None
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -80,7 +84,9 @@ class ResolvedRequest:
         return self.true_cfg > 1.0 and bool(self.negative_prompt)
 
     def settings(self) -> dict:
-        """Every setting as plain data (for metadata and the store); reference images are counted, not embedded."""
+        """Every setting as plain data (for metadata and the store); reference images are counted, not embedded.
+        An enhanced request also records the user's own prompt and the enhancer (``prompt`` is what was drawn)."""
+        enhanced = {"original_prompt": self.original_prompt, "enhancer": self.enhancer} if self.original_prompt else {}
         return {
             "model": self.model,
             "mode": self.mode,
@@ -99,6 +105,7 @@ class ResolvedRequest:
             "references": len(self.images),
             "sigmas": list(self.sigmas) if self.sigmas else None,
             "marked": self.marked,
+            **enhanced,
         }
 
 
@@ -110,6 +117,16 @@ class GenerationResult:
     timings: dict = field(default_factory=dict)  # seconds: encode, denoise, decode, total
     notes: tuple = ()  # what the engine changed to make it work (e.g. "retried with VAE tiling")
     embed_cache_hit: bool = False
+
+
+def model_prompt(r: ResolvedRequest, spec) -> str:
+    """The text the model is given: the user's prompt with the model's mark hint and transparent wrapper."""
+    prompt = r.prompt
+    if r.marked and spec.mark_hint:
+        prompt = prompt.rstrip() + spec.mark_hint
+    if r.transparent and spec.transparent_prompt:
+        prompt = spec.transparent_prompt.format(prompt=prompt.rstrip("."))
+    return prompt
 
 
 def check_text(text: str, what: str) -> str:
@@ -210,6 +227,10 @@ def resolve(
     if not prompt:
         raise ValidationError("Write a prompt first.", "prompt")
     _check_tokens(prompt, "prompt", count_tokens)
+    original = None if req.original_prompt is None else check_text(req.original_prompt, "original prompt")
+    enhancer = None if req.enhancer is None else check_text(req.enhancer, "enhancer name")[:200]
+    if not original or original == prompt:
+        original, enhancer = None, None
 
     if req.images is not None and not isinstance(req.images, (tuple, list)):
         raise ValidationError("Reference images must be given as a list of images.", "images")
@@ -297,4 +318,6 @@ def resolve(
         aspect_ratio=ratio,
         tier=tier,
         marked=req.marked,
+        original_prompt=original,
+        enhancer=enhancer or ("enhancer" if original else None),
     )

@@ -115,6 +115,16 @@ def nf4_scale_bytes(weights: int) -> int:
     return blocks + 4 * math.ceil(blocks / 256) if NF4_DOUBLE_QUANT else 4 * blocks
 
 
+def lm_head_bytes(counts: ComponentCounts, profile: Profile) -> int:
+    """The text encoder's vocabulary projection as the local prompt enhancer loads it (qwen_image.enhance.lm_head):
+    LLM.int8 (int8 weights + one float32 scale per vocabulary row) beside an 8-/4-bit text encoder, else the dtype."""
+    from .enhance.lm_head import wants_int8
+
+    if wants_int8(profile.text_encoder):
+        return counts.lm_head + 4 * (counts.lm_head // counts.hidden)
+    return counts.lm_head * profile.dtype_bytes
+
+
 @dataclass(frozen=True)
 class Workload:
     width: int = 1024
@@ -125,6 +135,7 @@ class Workload:
     num_images: int = 1
     cfg: bool = False
     kv_cache: bool = True
+    enhancer: bool = False  # the local prompt enhancer is on: the text encoder's lm_head is loaded (lm_head_resident)
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,15 @@ def resident_components(offload: str, phase: str) -> frozenset:
     return frozenset()
 
 
+def lm_head_resident(offload: str, phase: str) -> bool:
+    """Whether the local prompt enhancer's lm_head (``Workload.enhancer``) is on the device during a phase: beside the
+    text encoder. With the text encoder resident throughout (offload none) it stays loaded between rewrites; an
+    offloading profile loads it for each rewrite, which runs with the text encoder on the device as its encoding does
+    (``resident_components``; sequential offload streams the text encoder then), and releases it after
+    (qwen_image.enhance.local)."""
+    return offload == "none" or PHASE_USES[phase] == "text_encoder"
+
+
 def _resident(profile: Profile, weights: dict, counts, phase: str, tr_precision_bytes: float) -> float:
     """Weight bytes on the GPU during a phase."""
     whole = sum(weights[c] for c in resident_components(profile.offload, phase))
@@ -248,6 +268,8 @@ def predict(
         "transformer": weight_bytes(counts["transformer"], profile.transformer, b),
         "vae": weight_bytes(counts["vae"], "full", b),
     }
+    if workload.enhancer:  # on the device beside the text encoder (lm_head_resident)
+        weights["lm_head"] = lm_head_bytes(counts["text_encoder"], profile)
     tr_bytes_per_param = weights["transformer"] / counts["transformer"].total
     context = co["cuda_context_gb"] * GiB if profile.device == "cuda" else 0.0
 
@@ -257,7 +279,10 @@ def predict(
         for phase in ("encode", "references", "denoise", "decode"):
             if phase == "references" and not workload.references:
                 continue
-            out[phase] = _resident(profile, weights, counts, phase, tr_bytes_per_param) + act[phase] + context
+            resident = _resident(profile, weights, counts, phase, tr_bytes_per_param)
+            if lm_head_resident(profile.offload, phase):
+                resident += weights.get("lm_head", 0)
+            out[phase] = resident + act[phase] + context
         return out, act
 
     if tiling is None:
@@ -271,11 +296,18 @@ def predict(
     by_phase, act = phases(tiling)
     peak_phase = max(by_phase, key=by_phase.get)
     peak = by_phase[peak_phase]
-    host = 0.0 if profile.offload == "none" else sum(weights.values())
-    load = load_ram(profile, weights)
+    stored = {k: v for k, v in weights.items() if k != "lm_head"}  # the enhancer's lm_head: on the device only
+    host = 0.0 if profile.offload == "none" else sum(stored.values())
+    load = load_ram(profile, stored)
     notes = []
     if spec.family == "qwen-image" and not spec.one_pipeline:
         notes.append("the edit transformer is loaded in place of the generate transformer when needed")
+    if workload.enhancer:
+        notes.append(
+            "the local prompt enhancer's lm_head stays on the device once loaded"
+            if profile.offload == "none"
+            else "the local prompt enhancer's lm_head is on the device only while it rewrites (with the text encoder)"
+        )
     return Plan(
         model=spec.key,
         profile=profile.name,
@@ -310,8 +342,9 @@ def load_ram(profile: Profile, weights: dict) -> float:
     return kept + coefficients()["load_transient_gb"] * GiB
 
 
-def planning_workload(spec, width: int | None = None, height: int | None = None) -> Workload:
-    """The workload a profile is chosen for: the default size, a long prompt and one reference image."""
+def planning_workload(spec, width: int | None = None, height: int | None = None, enhancer: bool = False) -> Workload:
+    """The workload a profile is chosen for: the default size, a long prompt and one reference image (and the local
+    prompt enhancer's lm_head when it is on)."""
     from .sizes import size_for
 
     co = coefficients()
@@ -325,6 +358,7 @@ def planning_workload(spec, width: int | None = None, height: int | None = None)
         prompt_tokens=co["default_prompt_tokens"],
         cfg=spec.true_cfg > 1.0,
         kv_cache=spec.kv_cache,
+        enhancer=enhancer,
     )
 
 

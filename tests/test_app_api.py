@@ -201,7 +201,8 @@ def test_generate_and_edit_tabs(app, tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and "lighthouse" in im.info["parameters"]
     refs = [{"image": handle_file(png), "caption": None}]
-    gallery, info, compare = c.predict(refs, "make it day", None, api_name="/edit")
+    gallery, info, compare, rewrite = c.predict(refs, "make it day", None, api_name="/edit")
+    assert rewrite == ""  # not enhanced
     assert Path(gallery[0]["image"]).name.startswith("make-it-day-")
     assert len(gallery) == 1 and "seeds" in info
     # the before/after slider: the reference scaled to the result's size, and the result
@@ -227,10 +228,32 @@ def test_a_marked_edit_compares_the_clean_reference(app, tmp_path):
     marks = {"background": handle_file(str(ref)), "layers": [handle_file(str(layer_path))],
              "composite": handle_file(str(composite))}  # fmt: skip
     refs = [{"image": handle_file(str(ref)), "caption": None}]
-    gallery, info, compare = c.predict(refs, "remove the marked square", marks, api_name="/edit")
+    gallery, info, compare, _ = c.predict(refs, "remove the marked square", marks, api_name="/edit")
     conv = [cv for _, _, cv in conversations(app, "remove the marked square")][0]
     with Image.open(conv.turns[0].inputs[0].path) as sent:
         assert sent.convert("RGB").getpixel((20, 20)) == (255, 42, 42)  # the model got the marks
     with Image.open(compare[0]) as before:
         r, g, b = before.convert("RGB").resize((64, 64)).getpixel((20, 20))
         assert b > r  # the slider's "before" is the clean (blue) reference
+
+
+def test_enhance_endpoint_streams_and_enhanced_turns_keep_both_prompts(app):
+    import json
+
+    from qwen_image.metadata import JSON_KEY
+
+    c = client(app)
+    job = c.submit("a red fox", api_name="/enhance")
+    updates = list(job)
+    rewrite, line = job.result()
+    assert rewrite and rewrite != "a red fox" and not line  # tiny model: gibberish (no JSON, so no ratio)
+    assert len(updates) > 1  # streamed
+    gallery, info, drawn = c.predict("a red fox", enhance=True, api_name="/generate")
+    with Image.open(gallery[0]["image"]) as im:
+        data = json.loads(im.info[JSON_KEY])
+    assert data["original_prompt"] == "a red fox" and data["prompt"] == drawn != "a red fox"
+    # the rewrite box edited by hand: drawn as written
+    own = "a blue fox, watercolor"
+    gallery, _, drawn = c.predict("a red fox", enhance=True, enhanced_prompt=own, api_name="/generate")
+    with Image.open(gallery[0]["image"]) as im:
+        assert json.loads(im.info[JSON_KEY])["prompt"] == own == drawn

@@ -301,9 +301,14 @@ def test_one_progress_in_the_pending_bubble_with_a_live_preview(desk, app):
     pending.locator("img.qic-live").wait_for()  # the live preview of the latents
     assert pending.locator("progress").count() == 1 and pending.locator("button.qic-stop").count() == 1
     assert "preview" in pending.locator("img.qic-live").get_attribute("alt").lower()
-    # no other progress on the page: no Gradio progress bars or timers
-    bars = ".progress-bar:visible, .eta-bar:visible, .progress-text:visible, .meta-text-center:visible"
-    assert page.locator(bars).count() == 0
+    # no other progress on the page: no Gradio progress bars or timers. Gradio renders a pending event's timer even
+    # with show_progress="hidden", in a status tracker made transparent by the class "hide" (which Playwright's
+    # :visible still counts), so what counts is a bar outside such a tracker.
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll('.progress-bar, .eta-bar, .progress-text, .meta-text-center')]
+            .filter(e => e.offsetParent !== null && !e.closest('[data-testid=status-tracker].hide')).length"""
+    )
+    assert shown == 0
     wait_results(page, 1)
     set_steps(page, 4)
 
@@ -546,8 +551,10 @@ def test_alt_text_focus_and_axe(desk, app):
     page.locator("#qic-chip .qic-chip-branch").wait_for()
     axe = importlib.resources.files("axe_playwright_python").joinpath("axe.min.js").read_text()
     page.evaluate(axe)
+    # Gradio's own toasts are left out: a toast still shown from a job's end has a clickable header holding its close
+    # button (axe: nested-interactive), which is Gradio's markup, not ours
     found = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        "async () => (await axe.run({exclude: [['.toast-wrap']]}, {resultTypes: ['violations']})).violations"
         ".filter(v => ['serious', 'critical'].includes(v.impact))"
         ".map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))"
     )

@@ -212,3 +212,32 @@ def test_read_settings_without_metadata():
     assert read_settings(image)["seed"] == 3
     image.info[JSON_KEY] = "{not json"
     assert read_settings(image)["prompt"] == "a dog"
+
+
+def test_generate_with_enhance_records_both_prompts(tmp_path, capsys):
+    out = tmp_path / "enhanced.png"
+    code, _, stderr = run(
+        capsys, "generate", "--model", "tiny", "--prompt", "a red fox", "--seed", 3, "--enhance", "--out", out
+    )
+    assert code == 0 and "enhanced prompt:" in stderr, stderr
+    data, params, _ = settings_of(out)
+    assert data["original_prompt"] == "a red fox" and data["prompt"] != "a red fox"
+    assert "text encoder" in data["enhancer"]
+    assert params.startswith(data["prompt"])  # A1111 parameters: the prompt that was drawn
+
+
+def test_enhance_with_an_endpoint_that_is_down_still_makes_the_image(tmp_path, capsys):
+    out = tmp_path / "plain.png"
+    code, _, stderr = run(
+        capsys, "edit", "--model", "tiny", "--image", _square(tmp_path), "--prompt", "make it blue", "--enhance",
+        "--enhancer-url", "http://127.0.0.1:9/v1", "--enhancer-timeout", 5, "--out", out,
+    )  # fmt: skip
+    assert code == 0 and "Prompt not enhanced (could not reach the enhancer" in stderr
+    data, _, _ = settings_of(out)
+    assert data["prompt"] == "make it blue" and "original_prompt" not in data
+
+
+def _square(tmp_path):
+    path = tmp_path / "square.png"
+    Image.new("RGB", (64, 64), "red").save(path)
+    return path

@@ -344,3 +344,11 @@ def test_a_really_full_disk(engine21, tmp_path):
         assert end_of(jobs, generate(turns, conv, "room again")).state == "done"
         assert turn_states(store, conv) == [("done", 1), ("failed", 0), ("done", 1)]
         assert half_written(store) == {"files without rows": set(), "rows without files": set()}
+
+
+def test_the_openai_endpoint_answers_a_storage_fault_with_503():
+    from serving.openai_api import refusal
+
+    error = refusal(StorageError("locked"))
+    assert (error.status, error.code, error.type) == (503, "storage_unavailable", "server_error")
+    assert LOCKED in error.message

@@ -222,13 +222,14 @@ def test_forged_tokens_verify_to_none(tmp_path):
     token = tokens.new_token()
     owner, signature = token.split(".")
     flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    someone = owner[:-1] + ("f" if owner[-1] != "f" else "e")  # another id (not this owner whatever its last digit)
     other = OwnerTokens(tmp_path / "two").new_token()
     forged = [
         f"{owner}.{flipped}",  # bad signature
         other,  # signed with another secret
         token[:-1],  # truncated
         owner,  # no signature
-        f"{owner[:-1]}f.{signature}",  # someone else's id with this signature
+        f"{someone}.{signature}",  # someone else's id with this signature
         token.upper(),
         f" {token}",
         f"{token}\n",

@@ -20,7 +20,7 @@ from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import AppContext
+from .context import PRIVATE, AppContext
 from .i18n import Tr, lang_of, t
 from .progress import outcome
 from .sessions import session_of
@@ -146,6 +146,16 @@ def toasts_each(fn):
             gr.Warning(render.escape_html(str(exc)))
 
     return run
+
+
+def page_and_api(button, fn, inputs: list, outputs: list, api_name: str, then: dict | None = None, **events) -> None:
+    """A generator handler wired twice: to the page's ``button`` (private; a mistake is a toast) and to a hidden button
+    for the named API endpoint ``api_name`` (a mistake is an error for the caller). ``then``: an event after either."""
+    page = button.click(toasts_each(fn), inputs, outputs, api_name=f"page_{api_name}", **events, **PRIVATE)
+    api = gr.Button(api_name, visible=False).click(fn, inputs, outputs, api_name=api_name, **events)
+    if then is not None:
+        page.then(**then)
+        api.then(**then)
 
 
 class ChatHandlers:

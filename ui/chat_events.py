@@ -273,7 +273,10 @@ def api(w: Wiring) -> gr.Number:
         yield result(pg, snap.conversation_id, None)
         *_, last = [snap, *follow(ctx, pg.owner, snap)]
         outcome(last, pg.tr)
-        yield result(pg, snap.conversation_id, None)
+        messages, line, *rest = result(pg, snap.conversation_id, None)
+        if last.state == "done" and last.notes:  # e.g. a remote server failed and another one made it
+            line += " · " + " ".join(last.notes)
+        yield messages, line, *rest
 
     def api_chat(message, o, c, b, request: gr.Request = None, **settings):
         """Send a message: generates, or edits the chosen image / the attachments / the latest image."""

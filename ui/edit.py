@@ -12,11 +12,12 @@ from conversations.turns import TurnImage
 from qwen_image.generation import ValidationError
 from qwen_image.images import normalise
 
-from .chat import toasts_each
-from .context import PRIVATE, AppContext
+from . import enhance as enhance_ui
+from .chat import page_and_api
+from .context import PRIVATE, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .media import file_name
-from .progress import gallery_results, stopper
+from .progress import stopper
 from .settings import Panel
 
 MARK_COLOR = "#ff2a2a"
@@ -34,6 +35,7 @@ class EditTab:
     panel: Panel
     gallery: gr.Gallery
     compare: gr.ImageSlider
+    enhance: enhance_ui.EnhanceControls
 
 
 def shape_choices(spec) -> list:
@@ -67,6 +69,7 @@ def layout(ctx: AppContext) -> EditTab:
                 placeholder=t("edit.instruction_placeholder"),
                 elem_id="qic-edit-instruction",
             )
+            enhance = enhance_ui.layout(ctx)
             with gr.Row():
                 run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run", size="md")
                 stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
@@ -104,7 +107,7 @@ def layout(ctx: AppContext) -> EditTab:
                 max_height=360,
                 elem_id="qic-compare",
             )
-    return EditTab(refs, instruction, marks, run, stop, info, match, panel, gallery, compare)
+    return EditTab(refs, instruction, marks, run, stop, info, match, panel, gallery, compare, enhance)
 
 
 def numbered(items) -> list:
@@ -150,31 +153,56 @@ class EditHandlers:
         match=1,
         owner_state=None,
         request: gr.Request = None,
+        *,
+        enhance: bool = False,
+        enhanced_prompt: str = "",
         **settings,
     ):
-        """Edit the references (the first one with its marks) in a new conversation."""
+        """Edit the references (the first one with its marks) in a new conversation; ``enhance``: rewrite the
+        instruction first, looking at the references (``enhanced_prompt``, when given, is used as written)."""
         inputs = []
         ratio = settings.get("ratio")
         if isinstance(ratio, str) and ratio.startswith(MATCH + ":"):  # "Like <imageN>"
             settings["ratio"], match = MATCH, ratio.partition(":")[2]
             match = int(match) if match.isdigit() else 1
 
-        def start(owner):
-            inputs.extend(self.ctx.turns.uploads(gallery_files(references)))
-            if not inputs:
-                raise ValidationError(Tr(lang_of(request))("edit.need_reference"))
-            clean = inputs[0].image
-            marked = marked_image(marks)
-            if marked is not None:
-                inputs[0] = TurnImage(marked)
-            settings_ = TurnSettings(**settings)
-            turn = settings_.request(self.ctx.spec, instruction, match_reference=match, marked=marked is not None)
-            return self.ctx.turns.start(owner, None, turn, inputs), clean
+        tr = Tr(lang_of(request))
+        clean = []  # reference 1 without the marks: the "before" of the before/after slider
 
-        owner, (snap, reference) = self.ctx.act(owner_state, request, start)
-        for files, info, own in gallery_results(self.ctx, owner, snap, request):
+        def start(owner, step):
+            turn = self._request(inputs, references, instruction, marks, match, settings, tr, clean)
+            return self.ctx.turns.start(owner, None, turn, inputs, enhance=step)
+
+        for files, info, own, drawn in enhance_ui.gallery_turn(
+            self.ctx, owner_state, request, start, enhance, enhanced_prompt
+        ):
             done = isinstance(files, list) and files
-            yield files, info, own, (before_after(reference, files[0][0]) if done else gr.skip())
+            yield files, info, own, (before_after(clean[0], files[0][0]) if done else gr.skip()), drawn
+
+    def _request(self, inputs: list, references, instruction, marks, match, settings: dict, tr: Tr, clean=None):
+        """Fill ``inputs`` with the checked references (reference 1 with its marks, and without them in ``clean``);
+        the edit request."""
+        inputs[:] = self.ctx.turns.uploads(gallery_files(references))
+        if not inputs:
+            raise ValidationError(tr("edit.need_reference"))
+        if clean is not None:
+            clean[:] = [inputs[0].image]
+        marked = marked_image(marks)
+        if marked is not None:
+            inputs[0] = TurnImage(marked)
+        return TurnSettings(**settings).request(
+            self.ctx.spec, instruction, match_reference=match, marked=marked is not None
+        )
+
+    def enhance_only(self, references, instruction, marks=None, owner_state=None, request: gr.Request = None):
+        """The rewrite of an edit instruction (the enhancer looks at the references), streamed, without editing."""
+        tr = Tr(lang_of(request))
+        inputs: list = []
+        try:
+            turn = self._request(inputs, references, instruction, marks, None, {"ratio": None}, tr)
+        except Exception as exc:
+            raise user_error(exc) from None
+        yield from enhance_ui.enhance_only(self.ctx, owner_state, request, tr, turn, inputs)
 
     def add_turn_image(self, current, owner_state, turn_id, request: gr.Request = None) -> list:
         """Send a chat turn's image to the references (numbered)."""
@@ -210,11 +238,14 @@ class EditHandlers:
 def wire(ctx: AppContext, tab: EditTab, owner: gr.State, refresh: dict) -> EditHandlers:
     edit = EditHandlers(ctx)
     inputs = [tab.refs, tab.instruction, tab.marks, tab.match, owner]
-    outputs = [tab.gallery, tab.info, owner, tab.compare]
-    events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(edit.edit), inputs, outputs, api_name="page_edit", **events, **PRIVATE).then(**refresh)
-    api = gr.Button("edit", visible=False)
-    api.click(edit.edit, inputs, outputs, api_name="edit", **events).then(**refresh)
+    outputs = [tab.gallery, tab.info, owner, tab.compare, tab.enhance.rewrite]
+    kwargs = {**tab.panel.components, **tab.enhance.kwargs}
+    events = {"inputs_kwargs": kwargs, "show_progress": "hidden", **ctx.gpu}
+    page_and_api(tab.run, edit.edit, inputs, outputs, "edit", refresh, **events)
+    enhance_ui.wire_only(
+        tab.enhance, edit.enhance_only, [tab.refs, tab.instruction, tab.marks, owner], tab.info, "enhance_edit"
+    )
+    enhance_ui.clear_on_edit(tab.instruction, tab.enhance)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_edit")
     tab.refs.change(edit.marks_background, tab.refs, tab.marks, **PRIVATE)
     tab.refs.upload(numbered, tab.refs, tab.refs, **PRIVATE, show_progress="hidden")

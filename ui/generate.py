@@ -9,10 +9,11 @@ import gradio as gr
 from conversations.settings import TurnSettings
 from qwen_image.sizes import size_for
 
-from .chat import toasts_each
-from .context import PRIVATE, QUICK, AppContext
-from .i18n import t
-from .progress import gallery_results, stopper
+from . import enhance as enhance_ui
+from .chat import page_and_api
+from .context import QUICK, AppContext
+from .i18n import Tr, lang_of, t
+from .progress import stopper
 from .settings import CUSTOM, Panel
 
 
@@ -29,10 +30,12 @@ class GenerateTab:
     gallery: gr.Gallery
     pick: gr.State  # the index of the result selected in the gallery
     to_edit: gr.Button
+    enhance: enhance_ui.EnhanceControls
 
 
 def layout(ctx: AppContext) -> GenerateTab:
-    """The prompt and the results first (uncropped, at the top of the view), the settings beside them."""
+    """The prompt and the results first (uncropped, at the top of the view), the prompt enhancer and the settings beside
+    them."""
     spec = ctx.spec
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
@@ -53,6 +56,7 @@ def layout(ctx: AppContext) -> GenerateTab:
             info = gr.Markdown("", elem_id="qic-gen-info")
             to_edit = gr.Button(t("generate.to_edit"), size="sm")
         with gr.Column(scale=2, min_width=280):
+            enhance = enhance_ui.layout(ctx)  # beside the prompt, so that the results stay at the top of the view
             custom = gr.Checkbox(False, label="custom", visible=False)
             w, h = size_for(spec, "1:1", spec.default_tier)
             boxes = []
@@ -78,7 +82,7 @@ def layout(ctx: AppContext) -> GenerateTab:
                 panel.advanced,
                 **QUICK,
             )
-    return GenerateTab(prompt, run, stop, info, panel, custom, width, height, gallery, gr.State(0), to_edit)
+    return GenerateTab(prompt, run, stop, info, panel, custom, width, height, gallery, gr.State(0), to_edit, enhance)
 
 
 class GenerateHandlers:
@@ -93,20 +97,30 @@ class GenerateHandlers:
         height=None,
         owner_state=None,
         request: gr.Request = None,
+        *,
+        enhance: bool = False,
+        enhanced_prompt: str = "",
         **settings,
     ):
         """Text to image in a new conversation; ``custom`` (or the ratio "custom"): ``width`` x ``height`` instead of
-        ratio and resolution."""
+        ratio and resolution; ``enhance``: rewrite the prompt first (``enhanced_prompt``, when given, is drawn as
+        written)."""
         custom = bool(custom) or settings.get("ratio") == CUSTOM
         if settings.get("ratio") == CUSTOM:
             settings["ratio"] = None
 
-        def start(owner):
+        def start(owner, step):
             size = (width, height) if custom else None  # checked (and snapped) by the backend's validation
-            return self.ctx.turns.start(owner, None, TurnSettings(**settings).request(self.ctx.spec, prompt, size=size))
+            turn = TurnSettings(**settings).request(self.ctx.spec, prompt, size=size)
+            return self.ctx.turns.start(owner, None, turn, enhance=step)
 
-        owner, snap = self.ctx.act(owner_state, request, start)
-        yield from gallery_results(self.ctx, owner, snap, request)
+        yield from enhance_ui.gallery_turn(self.ctx, owner_state, request, start, enhance, enhanced_prompt)
+
+    def enhance_only(self, prompt, owner_state=None, request: gr.Request = None):
+        """The rewrite of a text-to-image prompt, streamed, without drawing; (rewrite, line with the suggested
+        aspect ratio or why the prompt was left as written)."""
+        turn = TurnSettings().request(self.ctx.spec, prompt)  # ratio on auto: the enhancer suggests one
+        yield from enhance_ui.enhance_only(self.ctx, owner_state, request, Tr(lang_of(request)), turn)
 
 
 def _selected_index(evt: gr.SelectData):
@@ -116,13 +130,12 @@ def _selected_index(evt: gr.SelectData):
 def wire(ctx: AppContext, tab: GenerateTab, owner: gr.State, refresh: dict) -> GenerateHandlers:
     gen = GenerateHandlers(ctx)
     inputs = [tab.prompt, tab.custom, tab.width, tab.height, owner]
-    outputs = [tab.gallery, tab.info, owner]
-    events = {"inputs_kwargs": tab.panel.components, "show_progress": "hidden", **ctx.gpu}
-    tab.run.click(toasts_each(gen.generate), inputs, outputs, api_name="page_generate", **events, **PRIVATE).then(
-        **refresh
-    )
-    api = gr.Button("generate", visible=False)
-    api.click(gen.generate, inputs, outputs, api_name="generate", **events).then(**refresh)
+    outputs = [tab.gallery, tab.info, owner, tab.enhance.rewrite]
+    kwargs = {**tab.panel.components, **tab.enhance.kwargs}
+    events = {"inputs_kwargs": kwargs, "show_progress": "hidden", **ctx.gpu}
+    page_and_api(tab.run, gen.generate, inputs, outputs, "generate", refresh, **events)
+    enhance_ui.wire_only(tab.enhance, gen.enhance_only, [tab.prompt, owner], tab.info, "enhance")
+    enhance_ui.clear_on_edit(tab.prompt, tab.enhance)
     tab.stop.click(stopper(ctx), [owner], tab.info, api_name="stop_generate")
     tab.gallery.select(_selected_index, None, tab.pick, **QUICK)
     return gen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from .sessions import MAX_SESSIONS
@@ -24,6 +25,7 @@ def default_data_dir() -> Path:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from qwen_image.enhance.options import add_arguments as add_enhancer_arguments
     from qwen_image.profiles import profile_names
     from qwen_image.speed import ATTENTION_HELP, COMPILE_HELP
 
@@ -56,6 +58,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--attention-backend", default=None, help=ATTENTION_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    remote = p.add_argument_group("serving many users (README: Serving many users)")
+    remote.add_argument(
+        "--backend",
+        action="append",
+        metavar="URL",
+        help="use this OpenAI-Images server (vLLM-Omni, SGLang Diffusion, another copy of this app) instead of loading "
+        "a model, e.g. http://gpu-box:8000/v1 (repeatable: requests go to the least busy one)",
+    )
+    remote.add_argument(
+        "--backend-key", default=os.environ.get("QIC_BACKEND_KEY"), help="API key of the --backend servers"
+    )
+    remote.add_argument("--backend-concurrency", type=int, default=1, help="requests each --backend is given at once")
+    remote.add_argument(
+        "--backend-check-interval", type=float, default=5.0, help="seconds between health checks of the backends"
+    )
+    remote.add_argument(
+        "--openai-api", action="store_true", help="also serve /v1/images/generations, /v1/images/edits, /v1/models"
+    )
+    remote.add_argument("--mcp", action="store_true", help="also serve generate and edit as MCP tools (at /mcp)")
+    remote.add_argument(
+        "--api-key",
+        "--openai-api-key",
+        default=os.environ.get("QIC_API_KEY"),
+        help="the key --openai-api and --mcp clients must send (required beyond localhost; or $QIC_API_KEY)",
+    )
+    add_enhancer_arguments(p, app=True)
     return p.parse_args(argv)
 
 
@@ -81,6 +109,48 @@ def check_public_bind(host: str, auth: list, public: bool, share: bool) -> None:
             "could use your GPU and see the images. Add --auth USER:PASSWORD (or --auth-file), or --public if that is "
             "really what you want."
         )
+
+
+def api_key(args) -> str | None:
+    """The key API and MCP clients must send; refuse to serve those beyond this machine without one."""
+    key = args.api_key or None
+    serving = args.openai_api or args.mcp
+    if serving and key is None and (args.host not in LOCAL_HOSTS or args.share):
+        raise SystemExit(
+            f"Refusing to serve the OpenAI API / MCP on {args.host if not args.share else 'a share link'} without an "
+            "API key: anyone who can reach it could use your GPU. Add --api-key KEY (or set QIC_API_KEY); clients send "
+            "it as 'Authorization: Bearer KEY'."
+        )
+    return key
+
+
+def byte_size(text: str) -> int:
+    """'25mb' -> bytes (b, kb, mb, gb)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(b|kb|mb|gb)?\s*", str(text).lower())
+    if match is None:
+        raise SystemExit(f"--max-file-size must look like 25mb, not {text!r}")
+    return int(match.group(1)) * {"b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30}[match.group(2) or "b"]
+
+
+def api_app_kwargs(args, ctx, key: str | None) -> dict:
+    """Routes (and the MCP lifespan) for Gradio's FastAPI app: the OpenAI Images API and the MCP tools, when asked."""
+    if not (args.openai_api or args.mcp):
+        return {}
+    from serving.service import ImageService
+
+    service = ImageService(ctx.turns, ctx.jobs, ctx.store)
+    routes, extra = [], {}
+    if args.openai_api:
+        from serving.openai_api import api_routes
+
+        body = byte_size(args.max_file_size) * (ctx.spec.max_references + 1) + 2**20
+        routes += api_routes(service, ctx.backend, key, body)
+    if args.mcp:
+        from serving.mcp import mcp_mount
+
+        mount, extra["lifespan"] = mcp_mount(service, ctx.media.download, ctx.media.outbox, key, "Qwen Image Chat")
+        routes.append(mount)
+    return {"routes": routes, **extra}
 
 
 def launch_kwargs(args, outbox: Path, auth: list) -> dict:
@@ -120,8 +190,7 @@ def build(args):
     from conversations.store import Store
     from conversations.turns import TurnService
     from conversations.zerogpu import gpu_slot, zerogpu_active
-    from qwen_image.factory import deferred_engine
-    from qwen_image.loader import LoadOptions
+    from qwen_image.enhance.options import build_enhancer
 
     from .app import build_app
     from .context import AppContext
@@ -136,9 +205,26 @@ def build(args):
     media = Media(data_dir / "outbox")
     media.sweep()
 
-    options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
-    backend = deferred_engine(args.model, args.family, args.profile, options)  # probes and loads in the background
-    zero = zerogpu_active()
+    if args.backend:  # remote servers instead of a model: no torch here
+        from serving.pool import RemotePool
+
+        backend = RemotePool.connect(
+            args.backend,
+            args.model,
+            args.backend_key,
+            args.backend_concurrency,
+            check_interval=args.backend_check_interval,
+            family=args.family,
+        )
+    else:
+        from qwen_image.enhance.options import wants_local
+        from qwen_image.factory import deferred_engine
+        from qwen_image.loader import LoadOptions
+
+        options = LoadOptions(attention_backend=args.attention_backend, compile_blocks=args.compile)
+        # probes and loads in the background; the local prompt enhancer's lm_head counts when choosing the profile
+        backend = deferred_engine(args.model, args.family, args.profile, options, enhancer=wants_local(args))
+    zero = zerogpu_active() and not args.backend
     jobs = JobManager(
         backend,
         store,
@@ -154,7 +240,7 @@ def build(args):
         backend=backend,
         store=store,
         jobs=jobs,
-        turns=TurnService(backend, store, jobs),
+        turns=TurnService(backend, store, jobs, enhancer=build_enhancer(args, backend)),
         owners=Owners(OwnerTokens(data_dir), store),
         media=media,
         data_dir=data_dir,

@@ -45,14 +45,15 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     if last.state != "done" or turn is None:
         yield gr.skip(), outcome(last, tr), owner
         return
-    outcome(last, tr)
+    notes = outcome(last, tr)  # e.g. "Prompt not enhanced (...)", or a retry with lower memory settings
     files = [
         (ctx.media.download(img, file_name(turn.prompt, img.seed)), tr("info.seed", seed=img.seed))
         for img in turn.outputs
     ]
     info = render.settings_line(turn.settings, None, turn.timings, tr)
     seeds = ", ".join(str(i.seed) for i in turn.outputs)
-    yield files, tr("info.gallery", seeds=seeds, info=info), owner
+    line = tr("info.gallery", seeds=seeds, info=info)
+    yield files, f"{line} · {notes}" if notes else line, owner
 
 
 def stopper(ctx: AppContext):
@@ -62,7 +63,7 @@ def stopper(ctx: AppContext):
         owner = ctx.owner(owner_state, request)
         tr = Tr(lang_of(request))
         conversation_id = conversation_id if isinstance(conversation_id, str) and conversation_id else None
-        count = ctx.jobs.cancel(owner, conversation_id=conversation_id)
+        count = ctx.jobs.cancel(owner, conversation_id=conversation_id) + ctx.turns.stop_enhancing(owner)
         return tr("toast.stopping") if count else tr("toast.nothing_running")
 
     return stop

@@ -80,6 +80,11 @@ def progress_text(snap, tr: Tr) -> str:
     if p.phase == "denoising" and p.total:
         eta = tr("progress.eta", seconds=f"{p.eta:.0f}") if p.eta is not None else ""
         return tr("progress.step", step=p.step, total=p.total) + eta
+    if p.phase == "remote":  # a remote server reports no steps: elapsed time against its learned estimate
+        left = tr("progress.remote_eta", seconds=f"{p.eta:.0f}") if p.eta else tr("progress.remote_late")
+        return tr("progress.remote", server=p.message, seconds=f"{p.elapsed:.0f}") + left
+    if p.phase == "retrying":  # a remote server failed mid-request; the pool tries another one
+        return tr("progress.retrying", server=p.message)
     return (
         tr(f"progress.{p.phase}") if p.phase in ("loading", "waiting", "encoding", "decoding") else tr("progress.end")
     )
@@ -175,6 +180,18 @@ def result_message(turn, number: int, links: Links, tr: Tr, live=None) -> dict:
     }
 
 
+def progress_meter(p) -> tuple[float, float] | None:
+    """(value, max) of a job's meter: its denoising steps, or a remote job's elapsed time against its estimate (never
+    past 99% before it ends); None once a remote job runs past its estimate (an indeterminate bar)."""
+    if p is None:
+        return 0, 1
+    if p.phase == "denoising" and p.total:
+        return p.step, p.total
+    if p.phase == "remote":
+        return (round(min(0.99, p.elapsed / max(p.elapsed + p.eta, 1e-6)), 3), 1) if p.eta else None
+    return 0, 1
+
+
 def pending_html(turn, number: int, live, tr: Tr) -> str:
     """The one progress indicator of a turn being made: the preview (or a placeholder), step and ETA, Stop."""
     p = live.progress if live is not None else None
@@ -184,8 +201,9 @@ def pending_html(turn, number: int, live, tr: Tr) -> str:
     else:
         picture = f'<span class="qic-live qic-blank" style="aspect-ratio: {w} / {h}"></span>'
     text = progress_text(live, tr)
-    step, total = (p.step, p.total) if p is not None and p.phase == "denoising" and p.total else (0, 1)
-    meter = f'<progress value="{step}" max="{total}" title="{escape_html(text)}"></progress>'
+    shown = progress_meter(p)
+    value = f'value="{shown[0]:g}" max="{shown[1]:g}"' if shown is not None else 'max="1"'  # no value: indeterminate
+    meter = f'<progress {value} title="{escape_html(text)}"></progress>'
     stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
     return (
         f'<div class="qic-result qic-pending" role="status">{picture}'

@@ -150,11 +150,13 @@ class Panel:
         defaults = TurnSettings.defaults(spec, first_ratio or "1:1")
         self.components: dict[str, gr.components.Component] = {}
         built: dict[str, gr.components.Component] = {}
+        self._fixed = {}  # hidden because the backend cannot take them: always their default
 
         def make(f: Field):
             component = f.make(spec, defaults, first_ratio)
             if not capabilities.accepts(f.setting):
                 component.visible = False
+                self._fixed[f.name] = getattr(defaults, f.name)
             if compact and f.name in COMPACT:
                 component.show_label, component.container, component.min_width = False, False, 110
                 component.scale = 0
@@ -194,9 +196,10 @@ class Panel:
 
     def updates(self, settings: TurnSettings) -> list:
         """Values for ``outputs`` (the negative prompt shown when CFG is on)."""
-        values = [getattr(settings, name) for name in self.components]
-        cfg = settings.cfg or 1.0
-        values[list(self.components).index("negative")] = gr.update(value=settings.negative, visible=cfg > 1)
+        values = [self._fixed.get(name, getattr(settings, name)) for name in self.components]
+        if "negative" not in self._fixed:
+            cfg = self._fixed.get("cfg", settings.cfg) or 1.0
+            values[list(self.components).index("negative")] = gr.update(value=settings.negative, visible=cfg > 1)
         return values
 
     def stored(self, values: dict) -> list:
@@ -206,7 +209,7 @@ class Panel:
         out = []
         for name, component in self.components.items():
             value = values.get(name)
-            ok = value is not None and _fits(component, value)
+            ok = value is not None and name not in self._fixed and _fits(component, value)
             out.append(value if ok else gr.skip())
         return out
 
