@@ -11,53 +11,30 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from appserver import AppProcess
 from PIL import Image
 
 from conversations.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 ARTIFACTS = Path(os.environ.get("QIC_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESK = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LONG = 90_000  # ms: the machine is shared with other work
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    data = tmp_path_factory.mktemp("browser-app") / "data"
-    proc = AppProcess(data, env={"QIC_STEP_DELAY": "0.3"}).start()
-    yield proc
-    proc.stop()
+def app(browser_app):
+    return browser_app  # one app process for every browser test module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM or not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (scripts/test.sh installs it; or set CHROMIUM to its path)")
-    from playwright.sync_api import sync_playwright
-
+def browser(chromium):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+    return chromium
 
 
 def open_page(browser, app, viewport=DESK, locale="en-US"):

@@ -128,6 +128,67 @@ def test_composer_chip_and_placeholder():
     assert "编辑" in render.chip_html(latest, LINKS, Tr("zh-CN"))
 
 
+def test_enhanced_prompts_rewrites_under_way_and_the_redo_chip():
+    img = SimpleNamespace(id="i1", role="output", seed=5)
+    settings = {"width": 64, "height": 48, "prompt": "A <b>red</b> fox\nat dawn", "original_prompt": "fox"}
+    enhanced = _turn("t1", "fox", outputs=(img,), settings=settings)
+    plain = _turn("t2", "blue", outputs=(img,))
+    writing = SimpleNamespace(id="r1", prompt="a <hat>", text="A wide", attachments=2)
+    messages = render.conversation_messages(SimpleNamespace(turns=(enhanced, plain)), LINKS, Tr(), rewrites=[writing])
+    assert [m.get("metadata", {}).get("status") for m in messages] == [
+        None,
+        "done",
+        None,
+        None,
+        None,
+        None,
+        "pending",
+        None,
+    ]
+    block = messages[1]
+    assert block["metadata"]["title"] == "✨ Enhanced prompt"  # collapsed: the chatbot shows it as a closed block
+    assert (
+        "A &lt;b&gt;red&lt;/b&gt; fox<br>at dawn" in block["content"] and 'name="rerun" value="t1"' in block["content"]
+    )
+    user, streaming, pending = messages[5:]
+    assert "a &lt;hat&gt;" in user["content"] and "2 attached image(s)" in user["content"]
+    assert "qic-turn-3" in user["content"] and "#3" in pending["content"]  # after the conversation's two turns
+    assert streaming["metadata"]["title"] == "✨ Enhancing the prompt…" and "A wide" in streaming["content"]
+    assert 'name="stop" value="r1"' in pending["content"] and "qic-pending" in pending["content"]
+    running = _turn("t3", "fox", status="running", settings=settings)  # no "Edit" while its image is made
+    assert 'name="rerun"' not in render.enhanced_message(running, Tr())["content"]
+    assert "优化后的提示词" in render.enhanced_message(enhanced, Tr("zh-CN"))["metadata"]["title"]
+    assert render.redo_html(None, Tr()) == ""
+    only = render.redo_html({"kind": "only", "original": "a <b> fox", "ratio": "16:9"}, Tr())
+    assert "Enhanced from “a &lt;b&gt; fox”" in only and "16:9" in only and 'name="unredo"' in only
+    assert "new version of #2" in render.redo_html({"kind": "rerun", "original": "x", "n": 2}, Tr())
+
+
+def test_shape_and_resolution_labels_say_what_they_do():
+    from ui.settings import auto_label, tier_choices
+
+    spec = load_registry().get("qwen-image-2.1")
+    assert auto_label(False, Tr()) == "Auto (1:1)" and auto_label(True, Tr()) == "Auto (keep shape)"
+    assert auto_label(True, Tr("zh-CN")) == "自动（保持形状）"
+    labels = [(str(label), value) for label, value in tier_choices(spec)]
+    assert [v for _, v in labels] == ["1K", "1.5K", "2K"]  # the values the API takes stay
+    assert not any(name in label for label, _ in labels for name in ("1K", "1.5K", "2K"))  # plain words
+    assert labels[0][0].endswith(" · 1024 px") and "settings.tier_standard" in labels[0][0]
+
+
+def test_the_demo_models_status_says_what_it_does():
+    from ui.app import status_line
+
+    def line(state, demo, lang="en"):
+        status = SimpleNamespace(state=state, demo=demo, model_label="Qwen-Image-2.1", message="")
+        return status_line(SimpleNamespace(backend=SimpleNamespace(status=status)), Tr(lang))
+
+    assert "starting the demo model" in line("loading", True) and "download" not in line("loading", True)
+    assert "downloads" in line("loading", False) and "random noise" not in line("loading", False)
+    assert "random noise" in line("ready", True) and len(Tr()("status.demo_note")) <= 50
+    assert "正在启动演示模型" in line("loading", True, "zh-CN")
+
+
 def test_download_names_are_a_prompt_slug_and_the_seed(tmp_path):
     from ui.media import Media, file_name
 

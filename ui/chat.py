@@ -10,20 +10,22 @@ was (``toasts``); the API's endpoints (``ui/chat_api.py``) raise instead.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from conversations.settings import TurnSettings
-from conversations.turns import STILL_RUNNING
+from conversations.rewrites import FAILED, STOPPED
+from conversations.settings import AUTO, MATCH, TurnSettings
+from conversations.turns import STILL_RUNNING, Enhance
+from qwen_image.backend import Cancelled
 from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import PRIVATE, AppContext
+from .context import PRIVATE, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .progress import outcome
-from .settings import Panel
+from .settings import Panel, auto_label, ratio_choices
 from .sidebar import list_html
 
 POLL_S = 0.5  # how often the page looks at running jobs
@@ -51,12 +53,17 @@ class ChatTab:
     timer: gr.Timer
     conv: gr.State  # the open conversation's id
     branch: gr.State  # the image id the next message edits, when chosen ("Edit this image")
-    watching: gr.State  # {"jobs": ids running at the last look, "sig": what was drawn}
+    watching: gr.State  # {"jobs": ids running at the last look, "rewrites": the same for rewrites, "sig": drawn}
     one_shot: gr.State  # True after "Reuse settings": its seed is for the next message only
+    enhance: gr.Checkbox  # rewrite each message's prompt before drawing (hidden without an enhancer)
+    enhance_only: gr.Button
+    redo: gr.State  # the box holds an enhanced prompt: {"kind": "only" | "rerun", "original", "turn", "n", ...}
+    redo_chip: gr.HTML  # says so above the box
 
 
 def layout(ctx: AppContext) -> ChatTab:
     """The conversation and the composer, one column."""
+    available = ctx.turns.enhancer is not None
     with gr.Column(elem_id="qic-chatcol"):
         chatbot = gr.Chatbot(
             label=t("chat.label"),
@@ -73,6 +80,7 @@ def layout(ctx: AppContext) -> ChatTab:
         )
         with gr.Column(elem_id="qic-composer"):
             chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
+            redo_chip = gr.HTML("", elem_id="qic-redo", apply_default_css=False)
             msg = gr.MultimodalTextbox(
                 placeholder=t("composer.placeholder_new"),
                 label=t("composer.label"),
@@ -86,9 +94,14 @@ def layout(ctx: AppContext) -> ChatTab:
                 autofocus=True,
                 elem_id="qic-msg",
             )
-            with gr.Row(
-                elem_id="qic-options", equal_height=False
-            ):  # composer toggles (e.g. prompt enhancement) go here
+            with gr.Row(elem_id="qic-options", equal_height=False):
+                enhance = gr.Checkbox(
+                    False, label=t("enhance.chat_toggle"), container=False, visible=available, min_width=0, scale=0,
+                    elem_id="qic-enhance",
+                )  # fmt: skip
+                only = gr.Button(
+                    t("enhance.only"), size="sm", visible=available, min_width=0, scale=0, elem_id="qic-enhance-only"
+                )
                 reuse_box = []
 
                 def extra():
@@ -97,7 +110,7 @@ def layout(ctx: AppContext) -> ChatTab:
                 panel = Panel(ctx.spec, ctx.backend.capabilities, extra=extra, compact=True)
     return ChatTab(
         chatbot, chip, msg, panel, reuse_box[0], gr.Timer(POLL_S, active=False),
-        gr.State(None), gr.State(None), gr.State({}), gr.State(False),
+        gr.State(None), gr.State(None), gr.State({}), gr.State(False), enhance, only, gr.State(None), redo_chip,
     )  # fmt: skip
 
 
@@ -166,7 +179,12 @@ class ChatHandlers:
     @property
     def outputs(self) -> list:
         tab = self.tab
-        return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching]
+        ratio = tab.panel.components["ratio"]
+        return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching, ratio]
+
+    @property
+    def redo_outputs(self) -> list:
+        return [self.tab.redo, self.tab.redo_chip]
 
     def page(self, owner_state, conv, branch, query, pages, tz, watching, request=None) -> Page:
         owner = self.ctx.owner(owner_state, request)
@@ -196,14 +214,18 @@ class ChatHandlers:
             branch = None
         active = ctx.jobs.active(page.owner)
         live = {s.turn_id: s for s in active if s.conversation_id == conv_id}
+        rewrites = ctx.turns.rewrites.active(page.owner)
+        here = [r for r in rewrites if r.conversation_id == conv_id]  # messages whose prompt is being rewritten
         links = self.links()
         target = ctx.turns.target(page.owner, conv_id, branch, 0)
-        busy = bool(live)
+        busy = bool(live) or bool(here)
         page.conv, page.branch = conv_id, branch
+        auto = auto_label(target.source != "none", page.tr)
         return {
             self.tab.chatbot: gr.update(
-                value=render.conversation_messages(conv, links, page.tr, live), examples=examples(page.tr)
+                value=render.conversation_messages(conv, links, page.tr, live, here), examples=examples(page.tr)
             ),
+            self.tab.panel.components["ratio"]: gr.update(choices=ratio_choices(ctx.spec, AUTO, False, auto=auto)),
             self.tab.conv: conv_id,
             self.tab.branch: branch,
             self.tab.chip: render.chip_html(target, links, page.tr),
@@ -211,15 +233,23 @@ class ChatHandlers:
                 placeholder=render.placeholder(target, page.tr), submit_btn=not busy, stop_btn=busy
             ),
             self.listing: list_html(ctx, page.owner, page.tr, conv_id, page.query, page.pages, page.tz),
-            self.tab.timer: gr.Timer(active=bool(active)),
-            self.tab.watching: {"jobs": [s.id for s in active], "sig": _signature(conv_id, branch, active)},
+            self.tab.timer: gr.Timer(active=bool(active) or bool(rewrites)),
+            self.tab.watching: {
+                "jobs": [s.id for s in active],
+                "rewrites": [r.id for r in rewrites],
+                "sig": _signature(conv_id, branch, active, rewrites),
+            },
             **extra,
         }
 
     # -- turns ------------------------------------------------------------------------------------------------
-    def send(self, message, page: Page, one_shot: bool, **settings) -> dict:
+    def send(self, message, page: Page, one_shot: bool, enhance=False, redo=None, **settings) -> dict:
         """A message: generates an image, or edits what the composer says (the chosen image, the attachments, or
-        the latest image). Returns at once; the timer follows the job."""
+        the latest image). Returns at once; the timer follows the job.
+
+        ``enhance``: the prompt is rewritten first (in the background, streamed into the conversation), then drawn.
+        ``redo``: the box holds an enhanced prompt, drawn as written with the user's words kept beside it: after
+        "Enhance only" a new message, after a turn's "Edit" a new version of that turn."""
         text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
         files = (message or {}).get("files", []) if isinstance(message, dict) else []
         if not text.strip():
@@ -227,14 +257,76 @@ class ChatHandlers:
         most = self.ctx.backend.capabilities.max_references
         if len(files) > most:
             raise gr.Error(page.tr("error.too_many", most=most))
-        turn = TurnSettings(**settings).request(self.ctx.spec, text)
-        snap = self.ctx.turns.chat(page.owner, page.conv, turn, self.ctx.turns.uploads(files), page.branch)
-        out = self.view(page, snap.conversation_id, None)
-        out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the turn has started
+        turns, owner = self.ctx.turns, page.owner
+        redo = redo if isinstance(redo, dict) and isinstance(redo.get("original"), str) else None
+        rerun = turns.store.get_turn(owner, redo.get("turn")) if redo and redo.get("kind") == "rerun" else None
+        if rerun is not None and rerun.conversation_id == page.conv:  # a new version of that turn
+            if files:
+                raise gr.Error(page.tr("enhance.rerun_no_files"))
+            conv_id = turns.regenerate(owner, page.conv, rerun.id, enhance=Enhance(rewrite=text)).conversation_id
+        elif redo is not None:  # the user's words are the prompt; the box's text is their rewrite
+            turn = _suggested(TurnSettings(**settings), redo).request(
+                self.ctx.spec, redo["original"], match_reference=redo.get("follow")
+            )
+            snap = turns.chat(owner, page.conv, turn, turns.uploads(files), page.branch, Enhance(rewrite=text))
+            conv_id = snap.conversation_id
+        elif enhance and turns.enhancer is not None and not self.ctx.jobs.runs_in_watcher:
+            turn = TurnSettings(**settings).request(self.ctx.spec, text)
+            conv_id = turns.chat_rewritten(owner, page.conv, turn, turns.uploads(files), page.branch).conversation_id
+        else:  # (ZeroGPU: the rewrite, if asked, is done here, before the job that follows this event)
+            turn = TurnSettings(**settings).request(self.ctx.spec, text)
+            step = Enhance() if enhance and turns.enhancer is not None else None
+            conv_id = turns.chat(owner, page.conv, turn, turns.uploads(files), page.branch, step).conversation_id
+        out = self.view(page, conv_id, None)
+        out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the message is taken
+        out.update({self.tab.redo: None, self.tab.redo_chip: ""})
         if one_shot:  # "Reuse settings" fixed the seed for this message only
             out[self.tab.panel.components["randomize"]] = True
             out[self.tab.one_shot] = False
         return out
+
+    def enhance_only(self, message, page: Page, redo=None, **settings):
+        """ "Enhance only": the rewrite streams into the message box (the user's words, or those the box's rewrite
+        came from), for the user to read, edit and send; a chip says so. Nothing is drawn."""
+        turns, tr = self.ctx.turns, page.tr
+        text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
+        files = (message or {}).get("files", []) if isinstance(message, dict) else []
+        original = redo["original"] if isinstance(redo, dict) and isinstance(redo.get("original"), str) else text
+        if not original.strip():
+            raise gr.Error(tr("error.empty_prompt"))
+        if turns.enhancer is None:
+            raise gr.Error(tr("enhance.none"))
+        try:
+            _, inputs = turns.chat_inputs(page.owner, page.conv, turns.uploads(files), page.branch)
+        except Exception as exc:
+            raise user_error(exc) from None
+        request = TurnSettings(**settings).request(self.ctx.spec, original)
+
+        def box(value: str) -> dict:
+            return {self.tab.msg: gr.update(value={"text": value, "files": files})}
+
+        from .enhance import streamed
+
+        def rewrite(on_text, cancel):
+            return turns.enhance(request, inputs, Enhance(on_text=on_text, cancel=cancel), page.owner)
+
+        result = None
+        try:
+            for so_far, result in streamed(rewrite):
+                if result is None and so_far:
+                    yield box(so_far)
+        except Cancelled:
+            yield box(text)
+            return
+        except Exception as exc:
+            yield box(text)
+            raise user_error(exc) from None
+        if not result.changed:  # one line says why; the box keeps what it had
+            gr.Warning(render.escape_html(result.note or tr("enhance.unchanged")))
+            yield box(text)
+            return
+        redo = {"kind": "only", "original": original, "ratio": result.ratio, "follow": result.follow}
+        yield {**box(result.prompt), self.tab.redo: redo, self.tab.redo_chip: render.redo_html(redo, tr)}
 
     def act(self, page: Page, evt: dict) -> dict:
         """A button in a bubble or the composer: (action, value) from the page's bridge."""
@@ -253,6 +345,22 @@ class ChatHandlers:
             turn_id, _, step = value.partition(":")
             turns.show_version(owner, turn_id, -1 if step == "-1" else 1)
             return self.view(page)
+        if action == "rerun":  # a turn's enhanced prompt into the box: sending it makes a new version of the turn
+            turn = self.ctx.store.get_turn(owner, value)
+            if turn is None or not turn.settings.get("original_prompt"):
+                raise gr.Error(page.tr("error.no_turn"))
+            conv = self.ctx.store.get_conversation(owner, turn.conversation_id)
+            number = next((n for n, t in enumerate(conv.turns, 1) if t.id in turn.version_ids), None) if conv else None
+            redo = {"kind": "rerun", "original": turn.prompt, "turn": turn.id, "n": number}
+            out = self.view(page, turn.conversation_id)
+            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": turn.settings.get("prompt", ""), "files": []}}
+            return {**out, self.tab.redo: redo, self.tab.redo_chip: render.redo_html(redo, page.tr)}
+        if action == "unredo":
+            return {self.tab.redo: None, self.tab.redo_chip: ""}
+        if action == "stop" and turns.rewrites.get(owner, value) is not None:  # a rewrite before its turn
+            count = turns.rewrites.stop(owner, value)
+            gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
+            return self.view(page)
         if action == "stop":
             turn = self.ctx.store.get_turn(owner, value)
             jobs = [s for s in self.ctx.jobs.active(owner) if turn is not None and s.turn_id == turn.id]
@@ -264,7 +372,10 @@ class ChatHandlers:
 
     def stop_here(self, page: Page) -> dict:
         """The message box's Stop: this conversation's job."""
+        turns = self.ctx.turns
         count = self.ctx.jobs.cancel(page.owner, conversation_id=page.conv) if page.conv else 0
+        count += turns.rewrites.stop(page.owner, conversation_id=page.conv) if page.conv else 0
+        count = count or turns.stop_enhancing(page.owner)  # "Enhance only" writing into the box
         gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
         return self.view(page)
 
@@ -276,13 +387,36 @@ class ChatHandlers:
             snap = self.ctx.jobs.get(page.owner, job_id)
             if snap is not None:
                 outcome(snap, page.tr)
-        sig = _signature(page.conv, page.branch, active)
-        if not ended and sig == page.watching.get("sig"):
-            return {self.tab.timer: gr.Timer(active=False)} if not active else gr.skip()
-        return self.view(page)
+        rewrites = self.ctx.turns.rewrites
+        writing = rewrites.active(page.owner)
+        back = None  # a message that started no turn: its words go back into the box
+        for rewrite_id in page.watching.get("rewrites", []):
+            r = rewrites.get(page.owner, rewrite_id) if rewrite_id not in {w.id for w in writing} else None
+            if r is not None and r.state in (FAILED, STOPPED):
+                if r.state == FAILED:
+                    gr.Warning(render.escape_html(r.error))
+                back = r
+            elif r is not None and r.job_id and r.job_id not in {s.id for s in active}:  # its job ended unseen
+                snap = self.ctx.jobs.get(page.owner, r.job_id)
+                if snap is not None and snap.finished:
+                    outcome(snap, page.tr)
+                    ended.append(r.job_id)
+        sig = _signature(page.conv, page.branch, active, writing)
+        if not ended and back is None and sig == page.watching.get("sig"):
+            return {self.tab.timer: gr.Timer(active=False)} if not active and not writing else gr.skip()
+        out = self.view(page)
+        if back is not None:
+            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": back.prompt, "files": []}}
+        return out
+
+    def busy(self, page: Page, conv_id: str | None) -> bool:
+        """An image or a rewrite is under way in this conversation."""
+        return bool(conv_id) and bool(
+            self.ctx.jobs.active(page.owner, conv_id) or self.ctx.turns.rewrites.active(page.owner, conv_id)
+        )
 
     def undo(self, page: Page) -> dict:
-        if page.conv and self.ctx.jobs.active(page.owner, page.conv):
+        if self.busy(page, page.conv):
             raise gr.Error(page.tr("error.undo_running"))
         if not page.conv or not self.ctx.store.delete_last_turn(page.owner, page.conv):
             raise gr.Error(page.tr("error.nothing_to_undo"))
@@ -300,7 +434,7 @@ class ChatHandlers:
         """A suggested prompt goes into the message box."""
         value = evt.value if isinstance(evt.value, dict) else {}
         text = value.get("text") if isinstance(value.get("text"), str) else ""
-        return {self.tab.msg: gr.update(value={"text": text, "files": []})}
+        return {self.tab.msg: gr.update(value={"text": text, "files": []}), self.tab.redo: None, self.tab.redo_chip: ""}
 
     # -- reusing settings ---------------------------------------------------------------------------------------
     def reuse_turn(self, owner: str, turn_id, tr: Tr) -> tuple[TurnSettings, str]:
@@ -333,14 +467,25 @@ class ChatHandlers:
         out = dict(zip(self.tab.panel.outputs, self.tab.panel.updates(settings), strict=True))
         out[self.tab.msg] = gr.update(value={"text": prompt, "files": []})
         out[self.tab.one_shot] = not settings.randomize
+        out.update({self.tab.redo: None, self.tab.redo_chip: ""})
         gr.Info(tr("toast.reused"))
         return out
 
 
-def _signature(conv_id, branch, active) -> str:
-    """What the drawn view depends on while jobs run (a change redraws it)."""
+def _suggested(settings: TurnSettings, redo: dict) -> TurnSettings:
+    """The shape the enhancer suggested with "Enhance only", where the user left the shape on auto."""
+    if settings.ratio != AUTO:
+        return settings
+    if redo.get("follow"):
+        return replace(settings, ratio=MATCH)
+    return replace(settings, ratio=redo["ratio"]) if isinstance(redo.get("ratio"), str) else settings
+
+
+def _signature(conv_id, branch, active, rewrites=()) -> str:
+    """What the drawn view depends on while jobs and rewrites run (a change redraws it)."""
     parts = [str(conv_id), str(branch)]
     for s in active:
         p = s.progress
         parts.append(f"{s.id}:{s.conversation_id}:{s.state}:{s.position}:{p.phase if p else ''}:{p.step if p else 0}")
+    parts.extend(f"{r.id}:{r.conversation_id}:{len(r.text)}" for r in rewrites)
     return "|".join(parts)

@@ -69,7 +69,7 @@ def layout(ctx: AppContext) -> EditTab:
                 placeholder=t("edit.instruction_placeholder"),
                 elem_id="qic-edit-instruction",
             )
-            enhance = enhance_ui.layout(ctx)
+            enhance = enhance_ui.layout(ctx, "edit")
             with gr.Row():
                 run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run", size="md")
                 stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")

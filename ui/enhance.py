@@ -39,11 +39,13 @@ class EnhanceControls:
         return {"enhance": self.toggle, "enhanced_prompt": self.rewrite}
 
 
-def layout(ctx: AppContext) -> EnhanceControls:
+def layout(ctx: AppContext, tab: str) -> EnhanceControls:
     """The toggle, the rewrite box and the "Enhance only" button (hidden when the server has no enhancer)."""
     available = ctx.turns.enhancer is not None
     with gr.Row(visible=available, equal_height=True):
-        toggle = gr.Checkbox(False, label=t("enhance.toggle"), info=t("enhance.toggle_info"), scale=3)
+        toggle = gr.Checkbox(
+            False, label=t("enhance.toggle"), info=t("enhance.toggle_info"), scale=3, elem_id=f"qic-{tab}-enhance"
+        )
         only = gr.Button(t("enhance.only"), size="sm", scale=1)
     rewrite = gr.Textbox(
         "",
@@ -136,10 +138,8 @@ def gallery_turn(ctx: AppContext, owner_state, request, start: Callable, enhance
 
 
 def final_rewrite(ctx: AppContext, owner: str, snap, current: str = "") -> str:
-    """The rewrite the turn draws (for the rewrite box; ``current`` when it was not enhanced); the enhancer's note is
-    shown as a warning."""
-    for note in snap.notes:  # a job just queued carries only the enhancer's note
-        gr.Warning(render.escape_html(note))
+    """The rewrite the turn draws (for the rewrite box; ``current`` when it was not enhanced). Why a prompt was not
+    enhanced is one of the job's notes: on the status line while it runs, and said once when it ends."""
     turn = ctx.store.get_turn(owner, snap.turn_id)
     if turn is None or not turn.settings.get("original_prompt"):
         return current if isinstance(current, str) else ""

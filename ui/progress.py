@@ -40,7 +40,8 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     tr = Tr(lang_of(request))
     last = snap
     for last in follow(ctx, owner, snap):
-        yield gr.skip(), render.progress_text(last, tr), owner
+        notes = " · ".join(render.escape_md(n) for n in last.notes)  # e.g. why the prompt was not enhanced
+        yield gr.skip(), render.progress_text(last, tr) + (f" · {notes}" if notes else ""), owner
     turn = ctx.store.get_turn(owner, last.turn_id)
     if last.state != "done" or turn is None:
         yield gr.skip(), outcome(last, tr), owner
