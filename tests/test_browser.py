@@ -2,9 +2,9 @@
 390x844 phone, in English and Chinese: one test per point of the chat's design (issue 12), and the screenshots
 artifacts/chat-empty.png, chat-three-turns.png, chat-phone.png and chat-chinese.png on every run.
 
-One app process serves the whole module (tiny model, a little slow motion per step so that jobs can be watched);
-the desktop page is shared by the tests in order. Waits are generous (the machine is shared); nothing sleeps as an
-assertion.
+One app process serves every browser module (tests/conftest.py: tiny model, a little slow motion per step so that
+jobs can be watched); the desktop page is shared by the tests in order. Waits are generous (the machine is shared);
+nothing sleeps as an assertion.
 """
 
 from __future__ import annotations

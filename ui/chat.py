@@ -22,7 +22,7 @@ from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
 from . import render
-from .context import PRIVATE, AppContext, user_error
+from .context import PRIVATE, TOAST_S, WARN_S, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .progress import outcome
 from .settings import Panel, auto_label, ratio_choices
@@ -79,8 +79,9 @@ def layout(ctx: AppContext) -> ChatTab:
             autoscroll=True,
         )
         with gr.Column(elem_id="qic-composer"):
-            chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
-            redo_chip = gr.HTML("", elem_id="qic-redo", apply_default_css=False)
+            with gr.Row(elem_id="qic-chips"):  # what the next message edits; whether the box holds a rewrite
+                chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
+                redo_chip = gr.HTML("", elem_id="qic-redo", apply_default_css=False)
             msg = gr.MultimodalTextbox(
                 placeholder=t("composer.placeholder_new"),
                 label=t("composer.label"),
@@ -89,6 +90,7 @@ def layout(ctx: AppContext) -> ChatTab:
                 file_types=["image"],
                 sources=["upload"],
                 max_plain_text_length=20000,
+                max_lines=8,  # a long (enhanced) prompt scrolls inside the box
                 submit_btn=True,
                 stop_btn=False,
                 autofocus=True,
@@ -136,9 +138,9 @@ def toasts(fn):
         try:
             return fn(*args, **kwargs)
         except gr.Error as exc:
-            gr.Warning(exc.message)
+            gr.Warning(exc.message, duration=WARN_S)
         except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)))
+            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
         return gr.skip()
 
     return run
@@ -152,9 +154,9 @@ def toasts_each(fn):
         try:
             yield from fn(*args, **kwargs)
         except gr.Error as exc:
-            gr.Warning(exc.message)
+            gr.Warning(exc.message, duration=WARN_S)
         except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)))
+            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
 
     return run
 
@@ -322,7 +324,7 @@ class ChatHandlers:
             yield box(text)
             raise user_error(exc) from None
         if not result.changed:  # one line says why; the box keeps what it had
-            gr.Warning(render.escape_html(result.note or tr("enhance.unchanged")))
+            gr.Warning(render.escape_html(result.note or tr("enhance.unchanged")), duration=WARN_S)
             yield box(text)
             return
         redo = {"kind": "only", "original": original, "ratio": result.ratio, "follow": result.follow}
@@ -359,14 +361,14 @@ class ChatHandlers:
             return {self.tab.redo: None, self.tab.redo_chip: ""}
         if action == "stop" and turns.rewrites.get(owner, value) is not None:  # a rewrite before its turn
             count = turns.rewrites.stop(owner, value)
-            gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
+            gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"), duration=TOAST_S)
             return self.view(page)
         if action == "stop":
             turn = self.ctx.store.get_turn(owner, value)
             jobs = [s for s in self.ctx.jobs.active(owner) if turn is not None and s.turn_id == turn.id]
             for s in jobs:
                 self.ctx.jobs.cancel(owner, s.id)
-            gr.Info(page.tr("toast.stopping") if jobs else page.tr("toast.nothing_running"))
+            gr.Info(page.tr("toast.stopping") if jobs else page.tr("toast.nothing_running"), duration=TOAST_S)
             return self.view(page)
         raise gr.Error(page.tr("error.unknown_action"))
 
@@ -376,7 +378,7 @@ class ChatHandlers:
         count = self.ctx.jobs.cancel(page.owner, conversation_id=page.conv) if page.conv else 0
         count += turns.rewrites.stop(page.owner, conversation_id=page.conv) if page.conv else 0
         count = count or turns.stop_enhancing(page.owner)  # "Enhance only" writing into the box
-        gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
+        gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"), duration=TOAST_S)
         return self.view(page)
 
     def tick(self, page: Page) -> dict:
@@ -394,7 +396,7 @@ class ChatHandlers:
             r = rewrites.get(page.owner, rewrite_id) if rewrite_id not in {w.id for w in writing} else None
             if r is not None and r.state in (FAILED, STOPPED):
                 if r.state == FAILED:
-                    gr.Warning(render.escape_html(r.error))
+                    gr.Warning(render.escape_html(r.error), duration=WARN_S)
                 back = r
             elif r is not None and r.job_id and r.job_id not in {s.id for s in active}:  # its job ended unseen
                 snap = self.ctx.jobs.get(page.owner, r.job_id)
@@ -468,7 +470,7 @@ class ChatHandlers:
         out[self.tab.msg] = gr.update(value={"text": prompt, "files": []})
         out[self.tab.one_shot] = not settings.randomize
         out.update({self.tab.redo: None, self.tab.redo_chip: ""})
-        gr.Info(tr("toast.reused"))
+        gr.Info(tr("toast.reused"), duration=TOAST_S)
         return out
 
 

@@ -13,7 +13,7 @@ from conversations.turns import Enhance
 from . import render
 from .bridge import bridge, composer_helper
 from .chat import ChatHandlers, ChatTab, Page, toasts, toasts_each
-from .context import PRIVATE, AppContext, user_error
+from .context import PRIVATE, TOAST_S, AppContext, user_error
 from .i18n import Tr, lang_of
 from .progress import follow, outcome, stopper
 from .sidebar import SidebarHandlers, SidebarTab, list_html
@@ -173,11 +173,11 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
                 raise gr.Error(page.tr("side.delete_running"))
             if not ctx.store.delete_conversation(page.owner, value):
                 raise gr.Error(page.tr("side.no_such"))
-            gr.Info(page.tr("toast.deleted"))
+            gr.Info(page.tr("toast.deleted"), duration=TOAST_S)
             return chat.view(page, None if value == page.conv else page.conv)
         if action == "export":
             path = handlers.export(page.owner, value, page.tr)
-            gr.Info(page.tr("toast.exported"))
+            gr.Info(page.tr("toast.exported"), duration=TOAST_S)
             return {side.export_file: gr.update(value=path, visible=True)}
         raise gr.Error(page.tr("error.unknown_action"))
 
@@ -192,7 +192,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
             raise
         except Exception as exc:
             raise user_error(exc) from None
-        gr.Info(page.tr("toast.imported"))
+        gr.Info(page.tr("toast.imported"), duration=TOAST_S)
         return with_owner(page, chat.view(page, conv_id, None))
 
     side.import_zip.upload(import_zip, [side.import_zip, *common], outputs, **QUIET, **PRIVATE)

@@ -46,7 +46,7 @@ def layout(ctx: AppContext, tab: str) -> EnhanceControls:
         toggle = gr.Checkbox(
             False, label=t("enhance.toggle"), info=t("enhance.toggle_info"), scale=3, elem_id=f"qic-{tab}-enhance"
         )
-        only = gr.Button(t("enhance.only"), size="sm", scale=1)
+        only = gr.Button(t("enhance.only"), size="sm", scale=1, elem_classes=["qic-only"])
     rewrite = gr.Textbox(
         "",
         label=t("enhance.box"),

@@ -9,7 +9,7 @@ import gradio as gr
 from conversations.jobs import JobSnapshot
 
 from . import render
-from .context import AppContext
+from .context import TOAST_S, AppContext
 from .i18n import DEFAULT, Tr, lang_of
 from .media import file_name
 
@@ -25,7 +25,7 @@ def outcome(snap: JobSnapshot, tr: Tr | None = None) -> str:
     if snap.state == "done":
         notes = " ".join(render.escape_html(n) for n in snap.notes)
         if notes:
-            gr.Info(notes)
+            gr.Info(notes, duration=TOAST_S)
         return notes
     if snap.state == "cancelled":
         return tr("turn.stopped")
