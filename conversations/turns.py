@@ -12,7 +12,8 @@ another version of it in its place (``Turn.version``), shown at once; ``show_ver
 
 Any turn may first have its prompt rewritten by the prompt enhancer (``Enhance``), before validation: the rewrite is
 what is drawn, the user's words are kept with it (settings ``original_prompt``), and when enhancing fails the turn goes
-on with the prompt as written and a one-line note.
+on with the prompt as written and a one-line note. A chat message is rewritten in the background
+(``chat_rewritten``, ``rewrites.py``), so that the page streams the rewrite and never waits on it.
 """
 
 from __future__ import annotations

@@ -10,19 +10,18 @@ was (``toasts``); the API's endpoints (``ui/chat_api.py``) raise instead.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import gradio as gr
 
 from conversations.rewrites import FAILED, STOPPED
-from conversations.settings import AUTO, MATCH, TurnSettings
-from conversations.turns import STILL_RUNNING, Enhance
-from qwen_image.backend import Cancelled
+from conversations.settings import AUTO, TurnSettings
+from conversations.turns import STILL_RUNNING
 from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
-from . import render
-from .context import PRIVATE, TOAST_S, WARN_S, AppContext, user_error
+from . import chat_enhance, render
+from .context import PRIVATE, TOAST_S, WARN_S, AppContext
 from .i18n import Tr, lang_of, t
 from .progress import outcome
 from .settings import Panel, auto_label, ratio_choices
@@ -259,26 +258,7 @@ class ChatHandlers:
         most = self.ctx.backend.capabilities.max_references
         if len(files) > most:
             raise gr.Error(page.tr("error.too_many", most=most))
-        turns, owner = self.ctx.turns, page.owner
-        redo = redo if isinstance(redo, dict) and isinstance(redo.get("original"), str) else None
-        rerun = turns.store.get_turn(owner, redo.get("turn")) if redo and redo.get("kind") == "rerun" else None
-        if rerun is not None and rerun.conversation_id == page.conv:  # a new version of that turn
-            if files:
-                raise gr.Error(page.tr("enhance.rerun_no_files"))
-            conv_id = turns.regenerate(owner, page.conv, rerun.id, enhance=Enhance(rewrite=text)).conversation_id
-        elif redo is not None:  # the user's words are the prompt; the box's text is their rewrite
-            turn = _suggested(TurnSettings(**settings), redo).request(
-                self.ctx.spec, redo["original"], match_reference=redo.get("follow")
-            )
-            snap = turns.chat(owner, page.conv, turn, turns.uploads(files), page.branch, Enhance(rewrite=text))
-            conv_id = snap.conversation_id
-        elif enhance and turns.enhancer is not None and not self.ctx.jobs.runs_in_watcher:
-            turn = TurnSettings(**settings).request(self.ctx.spec, text)
-            conv_id = turns.chat_rewritten(owner, page.conv, turn, turns.uploads(files), page.branch).conversation_id
-        else:  # (ZeroGPU: the rewrite, if asked, is done here, before the job that follows this event)
-            turn = TurnSettings(**settings).request(self.ctx.spec, text)
-            step = Enhance() if enhance and turns.enhancer is not None else None
-            conv_id = turns.chat(owner, page.conv, turn, turns.uploads(files), page.branch, step).conversation_id
+        conv_id = chat_enhance.start_message(self.ctx, page, text, files, enhance, redo, settings)
         out = self.view(page, conv_id, None)
         out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the message is taken
         out.update({self.tab.redo: None, self.tab.redo_chip: ""})
@@ -288,47 +268,8 @@ class ChatHandlers:
         return out
 
     def enhance_only(self, message, page: Page, redo=None, **settings):
-        """ "Enhance only": the rewrite streams into the message box (the user's words, or those the box's rewrite
-        came from), for the user to read, edit and send; a chip says so. Nothing is drawn."""
-        turns, tr = self.ctx.turns, page.tr
-        text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
-        files = (message or {}).get("files", []) if isinstance(message, dict) else []
-        original = redo["original"] if isinstance(redo, dict) and isinstance(redo.get("original"), str) else text
-        if not original.strip():
-            raise gr.Error(tr("error.empty_prompt"))
-        if turns.enhancer is None:
-            raise gr.Error(tr("enhance.none"))
-        try:
-            _, inputs = turns.chat_inputs(page.owner, page.conv, turns.uploads(files), page.branch)
-        except Exception as exc:
-            raise user_error(exc) from None
-        request = TurnSettings(**settings).request(self.ctx.spec, original)
-
-        def box(value: str) -> dict:
-            return {self.tab.msg: gr.update(value={"text": value, "files": files})}
-
-        from .enhance import streamed
-
-        def rewrite(on_text, cancel):
-            return turns.enhance(request, inputs, Enhance(on_text=on_text, cancel=cancel), page.owner)
-
-        result = None
-        try:
-            for so_far, result in streamed(rewrite):
-                if result is None and so_far:
-                    yield box(so_far)
-        except Cancelled:
-            yield box(text)
-            return
-        except Exception as exc:
-            yield box(text)
-            raise user_error(exc) from None
-        if not result.changed:  # one line says why; the box keeps what it had
-            gr.Warning(render.escape_html(result.note or tr("enhance.unchanged")), duration=WARN_S)
-            yield box(text)
-            return
-        redo = {"kind": "only", "original": original, "ratio": result.ratio, "follow": result.follow}
-        yield {**box(result.prompt), self.tab.redo: redo, self.tab.redo_chip: render.redo_html(redo, tr)}
+        """ "Enhance only": the rewrite streams into the message box, for the user to read, edit and send."""
+        yield from chat_enhance.enhance_only(self.ctx, self.tab, page, message, redo, settings)
 
     def act(self, page: Page, evt: dict) -> dict:
         """A button in a bubble or the composer: (action, value) from the page's bridge."""
@@ -348,14 +289,9 @@ class ChatHandlers:
             turns.show_version(owner, turn_id, -1 if step == "-1" else 1)
             return self.view(page)
         if action == "rerun":  # a turn's enhanced prompt into the box: sending it makes a new version of the turn
-            turn = self.ctx.store.get_turn(owner, value)
-            if turn is None or not turn.settings.get("original_prompt"):
-                raise gr.Error(page.tr("error.no_turn"))
-            conv = self.ctx.store.get_conversation(owner, turn.conversation_id)
-            number = next((n for n, t in enumerate(conv.turns, 1) if t.id in turn.version_ids), None) if conv else None
-            redo = {"kind": "rerun", "original": turn.prompt, "turn": turn.id, "n": number}
-            out = self.view(page, turn.conversation_id)
-            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": turn.settings.get("prompt", ""), "files": []}}
+            turn_id, text, redo = chat_enhance.rerun(self.ctx, page, value)
+            out = self.view(page, turn_id)
+            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": text, "files": []}}
             return {**out, self.tab.redo: redo, self.tab.redo_chip: render.redo_html(redo, page.tr)}
         if action == "unredo":
             return {self.tab.redo: None, self.tab.redo_chip: ""}
@@ -472,15 +408,6 @@ class ChatHandlers:
         out.update({self.tab.redo: None, self.tab.redo_chip: ""})
         gr.Info(tr("toast.reused"), duration=TOAST_S)
         return out
-
-
-def _suggested(settings: TurnSettings, redo: dict) -> TurnSettings:
-    """The shape the enhancer suggested with "Enhance only", where the user left the shape on auto."""
-    if settings.ratio != AUTO:
-        return settings
-    if redo.get("follow"):
-        return replace(settings, ratio=MATCH)
-    return replace(settings, ratio=redo["ratio"]) if isinstance(redo.get("ratio"), str) else settings
 
 
 def _signature(conv_id, branch, active, rewrites=()) -> str:

@@ -8,10 +8,8 @@ Its strings are in ``strings.toml`` (section ``enhance``), in English and Chines
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import gradio as gr
 
@@ -22,9 +20,7 @@ from . import render
 from .chat import page_and_api
 from .context import QUICK, AppContext, user_error
 from .i18n import Tr, lang_of, t
-from .progress import gallery_results
-
-T = TypeVar("T")
+from .progress import gallery_results, streamed
 
 
 @dataclass(frozen=True)
@@ -67,34 +63,6 @@ def wire_only(controls: EnhanceControls, fn: Callable, inputs: list, info: gr.co
 def clear_on_edit(prompt: gr.components.Component, controls: EnhanceControls) -> None:
     """A rewrite belongs to the prompt it was made from: editing the prompt clears it."""
     prompt.input(lambda: "", None, controls.rewrite, **QUICK)
-
-
-def streamed(work: Callable[[Callable[[str], None], threading.Event], T], every: float = 0.2) -> Iterator[tuple]:
-    """Run ``work(on_text, cancel)`` in a thread; yield (text so far, None) as it streams, then (text, result).
-
-    The work goes on if the page goes away (a turn it starts then runs as any other); Stop reaches it through the
-    turn service (``stop_enhancing``). Its exceptions are raised here."""
-    latest: list = [None]
-    box: dict = {}
-    done = threading.Event()
-
-    def run():
-        try:
-            box["result"] = work(lambda text: latest.__setitem__(0, text), threading.Event())
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="enhance", daemon=True).start()
-    shown = None
-    while not done.wait(every):
-        if latest[0] != shown:
-            shown = latest[0]
-            yield shown, None
-    if "error" in box:
-        raise box["error"]
-    yield latest[0], box["result"]
 
 
 def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, rewrite) -> Iterator[tuple]:
