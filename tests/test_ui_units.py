@@ -290,3 +290,24 @@ def test_stored_settings_refill_the_panel():
     assert back == TurnSettings("16:9", "1K", 20, 2.5, "", 7, False, 1, False)
     odd = TurnSettings.from_stored(spec, {"aspect_ratio": "5:1", "tier": "9K", "seed": "x", "transparent": True})
     assert odd == TurnSettings(AUTO, spec.default_tier, spec.steps, spec.true_cfg, "", 0, True, 1, False)
+
+
+def test_the_enhance_controls_show_only_with_an_enhancer():
+    import gradio as gr
+
+    from qwen_image.backend import Capabilities
+    from ui import chat, enhance
+
+    spec = load_registry().get("tiny")
+    for enhancer, shown in ((None, False), (object(), True)):
+        ctx = SimpleNamespace(
+            turns=SimpleNamespace(enhancer=enhancer),
+            spec=spec,
+            backend=SimpleNamespace(capabilities=Capabilities(spec.max_references, True, True)),
+        )
+        with gr.Blocks():
+            tab = chat.layout(ctx)
+            controls = enhance.layout(ctx, "gen")
+        assert tab.enhance.visible is shown and tab.enhance_only.visible is shown
+        assert tab.enhance.value is False  # off by default
+        assert controls.rewrite.visible is shown  # the Generate tab's (its row, with the toggle, likewise)
