@@ -12,7 +12,8 @@ another version of it in its place (``Turn.version``), shown at once; ``show_ver
 
 Any turn may first have its prompt rewritten by the prompt enhancer (``Enhance``), before validation: the rewrite is
 what is drawn, the user's words are kept with it (settings ``original_prompt``), and when enhancing fails the turn goes
-on with the prompt as written and a one-line note.
+on with the prompt as written and a one-line note. A chat message is rewritten in the background
+(``chat_rewritten``, ``rewrites.py``), so that the page streams the rewrite and never waits on it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from qwen_image.images import ImageInputError, open_image
 
 from .faults import StorageError
 from .jobs import JobManager, JobSnapshot
+from .rewrites import Rewrite, Rewrites
 from .settings import stored_request
 from .store import ImageRecord, Store, Turn
 
@@ -99,6 +101,7 @@ class TurnService:
         self.enhancer = enhancer
         self._enhancing: dict[str, set[threading.Event]] = {}  # owner -> cancel events of rewrites under way
         self._enhancing_lock = threading.Lock()
+        self.rewrites = Rewrites()  # chat messages being rewritten before their turn starts (``chat_rewritten``)
 
     # -- the prompt enhancer --------------------------------------------------------------------------------------
     def enhance(
@@ -253,10 +256,47 @@ class TurnService:
         attachments alone, or else the conversation's latest image; with no image at all it generates.
 
         One image is made at a time per conversation: a message while its job runs is refused (BUSY_HERE)."""
-        if conversation_id and self.jobs.active(owner, conversation_id):
-            raise ValidationError(BUSY_HERE)
+        self._idle(owner, conversation_id)
         conv_id, inputs = self.chat_inputs(owner, conversation_id, attachments, branch)
         return self.start(owner, conv_id, request, inputs, enhance=enhance)
+
+    def chat_rewritten(
+        self,
+        owner: str,
+        conversation_id: str | None,
+        request: GenerationRequest,
+        attachments: Sequence[TurnImage] = (),
+        branch: str | None = None,
+    ) -> Rewrite:
+        """A chat message whose prompt the enhancer rewrites first, in the background (``rewrites``): checked and
+        placed now (what it edits is what the composer shows now; a new conversation is made for it, and removed again
+        when no turn starts), started once rewritten. Raises ValidationError as ``chat`` does."""
+        self._idle(owner, conversation_id)
+        conv_id, inputs = self.chat_inputs(owner, conversation_id, attachments, branch)
+        self.backend.resolve(replace(request, images=tuple(i.image for i in inputs)))  # the message as written is valid
+        created = conv_id is None
+        if created:
+            conv_id = self.store.create_conversation(owner)
+            if conv_id is None:
+                raise ValidationError("This session is not valid any more; reload the page.")
+
+        def start(on_text, cancel) -> JobSnapshot:
+            try:
+                return self.start(owner, conv_id, request, inputs, enhance=Enhance(on_text=on_text, cancel=cancel))
+            except BaseException:
+                conv = self.store.get_conversation(owner, conv_id) if created else None
+                if conv is not None and not conv.turns:
+                    self.store.delete_conversation(owner, conv_id)
+                raise
+
+        return self.rewrites.begin(owner, conv_id, request.prompt, start, len(attachments))
+
+    def _idle(self, owner: str, conversation_id: str | None) -> None:
+        """Refuse a message to a conversation with an image (or a rewrite) under way."""
+        if conversation_id and (
+            self.jobs.active(owner, conversation_id) or self.rewrites.active(owner, conversation_id)
+        ):
+            raise ValidationError(BUSY_HERE)
 
     def chat_inputs(
         self, owner: str, conversation_id: str | None, attachments: Sequence[TurnImage] = (), branch: str | None = None

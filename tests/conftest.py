@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -49,3 +50,42 @@ def engine20():
 def hub_home():
     """The Hub-layout fixture's HF_HOME, built on first use (about a minute) and kept per machine."""
     return hub_fixture.ensure(HUB_HOME)
+
+
+# -- the browser tests (tests/test_browser*.py) share one Chromium and one app process ------------------------------
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium driven by Playwright (skips where it is not installed)."""
+    if not CHROMIUM or not os.path.exists(CHROMIUM):
+        pytest.skip("Chromium is not installed (scripts/test.sh installs it; or set CHROMIUM to its path)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def browser_app(tmp_path_factory):
+    """`python app.py` with the tiny model and its local prompt enhancer, a little slow motion per step so that jobs
+    can be watched; each browser context is a new visitor (its own conversations)."""
+    from appserver import AppProcess
+
+    data = tmp_path_factory.mktemp("browser-app") / "data"
+    proc = AppProcess(data, env={"QIC_STEP_DELAY": "0.3"}).start()
+    yield proc
+    proc.stop()

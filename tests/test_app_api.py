@@ -257,3 +257,10 @@ def test_enhance_endpoint_streams_and_enhanced_turns_keep_both_prompts(app):
     gallery, _, drawn = c.predict("a red fox", enhance=True, enhanced_prompt=own, api_name="/generate")
     with Image.open(gallery[0]["image"]) as im:
         assert json.loads(im.info[JSON_KEY])["prompt"] == own == drawn
+    # a chat turn enhanced through the API: both prompts kept, the rewrite in its collapsible block
+    messages, info, download = chat(c, "a fox in a chat", enhance=True)[:3]
+    [(_, _, conv)] = conversations(app, "a fox in a chat")
+    turn = conv.turns[0]
+    assert turn.settings["original_prompt"] == "a fox in a chat" and turn.settings["prompt"] != "a fox in a chat"
+    block = [m for m in messages if (m.get("metadata") or {}).get("title") == "✨ Enhanced prompt"]
+    assert len(block) == 1 and 'name="rerun"' in str(block[0]["content"])

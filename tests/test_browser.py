@@ -2,16 +2,15 @@
 390x844 phone, in English and Chinese: one test per point of the chat's design (issue 12), and the screenshots
 artifacts/chat-empty.png, chat-three-turns.png, chat-phone.png and chat-chinese.png on every run.
 
-One app process serves the whole module (tiny model, a little slow motion per step so that jobs can be watched);
-the desktop page is shared by the tests in order. Waits are generous (the machine is shared); nothing sleeps as an
-assertion.
+One app process serves every browser module (tests/conftest.py: tiny model, a little slow motion per step so that
+jobs can be watched); the desktop page is shared by the tests in order. Waits are generous (the machine is shared);
+nothing sleeps as an assertion.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,42 +21,21 @@ from conversations.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 ARTIFACTS = Path(os.environ.get("QIC_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESK = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LONG = 90_000  # ms: the machine is shared with other work
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    data = tmp_path_factory.mktemp("browser-app") / "data"
-    proc = AppProcess(data, env={"QIC_STEP_DELAY": "0.3"}).start()
-    yield proc
-    proc.stop()
+def app(browser_app):
+    return browser_app  # one app process for every browser test module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM or not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (scripts/test.sh installs it; or set CHROMIUM to its path)")
-    from playwright.sync_api import sync_playwright
-
+def browser(chromium):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+    return chromium
 
 
 def open_page(browser, app, viewport=DESK, locale="en-US"):

@@ -128,6 +128,67 @@ def test_composer_chip_and_placeholder():
     assert "编辑" in render.chip_html(latest, LINKS, Tr("zh-CN"))
 
 
+def test_enhanced_prompts_rewrites_under_way_and_the_redo_chip():
+    img = SimpleNamespace(id="i1", role="output", seed=5)
+    settings = {"width": 64, "height": 48, "prompt": "A <b>red</b> fox\nat dawn", "original_prompt": "fox"}
+    enhanced = _turn("t1", "fox", outputs=(img,), settings=settings)
+    plain = _turn("t2", "blue", outputs=(img,))
+    writing = SimpleNamespace(id="r1", prompt="a <hat>", text="A wide", attachments=2)
+    messages = render.conversation_messages(SimpleNamespace(turns=(enhanced, plain)), LINKS, Tr(), rewrites=[writing])
+    assert [m.get("metadata", {}).get("status") for m in messages] == [
+        None,
+        "done",
+        None,
+        None,
+        None,
+        None,
+        "pending",
+        None,
+    ]
+    block = messages[1]
+    assert block["metadata"]["title"] == "✨ Enhanced prompt"  # collapsed: the chatbot shows it as a closed block
+    assert (
+        "A &lt;b&gt;red&lt;/b&gt; fox<br>at dawn" in block["content"] and 'name="rerun" value="t1"' in block["content"]
+    )
+    user, streaming, pending = messages[5:]
+    assert "a &lt;hat&gt;" in user["content"] and "2 attached image(s)" in user["content"]
+    assert "qic-turn-3" in user["content"] and "#3" in pending["content"]  # after the conversation's two turns
+    assert streaming["metadata"]["title"] == "✨ Enhancing the prompt…" and "A wide" in streaming["content"]
+    assert 'name="stop" value="r1"' in pending["content"] and "qic-pending" in pending["content"]
+    running = _turn("t3", "fox", status="running", settings=settings)  # no "Edit" while its image is made
+    assert 'name="rerun"' not in render.enhanced_message(running, Tr())["content"]
+    assert "优化后的提示词" in render.enhanced_message(enhanced, Tr("zh-CN"))["metadata"]["title"]
+    assert render.redo_html(None, Tr()) == ""
+    only = render.redo_html({"kind": "only", "original": "a <b> fox", "ratio": "16:9"}, Tr())
+    assert "Enhanced from “a &lt;b&gt; fox”" in only and "16:9" in only and 'name="unredo"' in only
+    assert "new version of #2" in render.redo_html({"kind": "rerun", "original": "x", "n": 2}, Tr())
+
+
+def test_shape_and_resolution_labels_say_what_they_do():
+    from ui.settings import auto_label, tier_choices
+
+    spec = load_registry().get("qwen-image-2.1")
+    assert auto_label(False, Tr()) == "Auto (1:1)" and auto_label(True, Tr()) == "Auto (keep shape)"
+    assert auto_label(True, Tr("zh-CN")) == "自动（保持形状）"
+    labels = [(str(label), value) for label, value in tier_choices(spec)]
+    assert [v for _, v in labels] == ["1K", "1.5K", "2K"]  # the values the API takes stay
+    assert not any(name in label for label, _ in labels for name in ("1K", "1.5K", "2K"))  # plain words
+    assert labels[0][0].endswith(" · 1024 px") and "settings.tier_standard" in labels[0][0]
+
+
+def test_the_demo_models_status_says_what_it_does():
+    from ui.app import status_line
+
+    def line(state, demo, lang="en"):
+        status = SimpleNamespace(state=state, demo=demo, model_label="Qwen-Image-2.1", message="")
+        return status_line(SimpleNamespace(backend=SimpleNamespace(status=status)), Tr(lang))
+
+    assert "starting the demo model" in line("loading", True) and "download" not in line("loading", True)
+    assert "downloads" in line("loading", False) and "random noise" not in line("loading", False)
+    assert "random noise" in line("ready", True) and len(Tr()("status.demo_note")) <= 50
+    assert "正在启动演示模型" in line("loading", True, "zh-CN")
+
+
 def test_download_names_are_a_prompt_slug_and_the_seed(tmp_path):
     from ui.media import Media, file_name
 
@@ -229,3 +290,24 @@ def test_stored_settings_refill_the_panel():
     assert back == TurnSettings("16:9", "1K", 20, 2.5, "", 7, False, 1, False)
     odd = TurnSettings.from_stored(spec, {"aspect_ratio": "5:1", "tier": "9K", "seed": "x", "transparent": True})
     assert odd == TurnSettings(AUTO, spec.default_tier, spec.steps, spec.true_cfg, "", 0, True, 1, False)
+
+
+def test_the_enhance_controls_show_only_with_an_enhancer():
+    import gradio as gr
+
+    from qwen_image.backend import Capabilities
+    from ui import chat, enhance
+
+    spec = load_registry().get("tiny")
+    for enhancer, shown in ((None, False), (object(), True)):
+        ctx = SimpleNamespace(
+            turns=SimpleNamespace(enhancer=enhancer),
+            spec=spec,
+            backend=SimpleNamespace(capabilities=Capabilities(spec.max_references, True, True)),
+        )
+        with gr.Blocks():
+            tab = chat.layout(ctx)
+            controls = enhance.layout(ctx, "gen")
+        assert tab.enhance.visible is shown and tab.enhance_only.visible is shown
+        assert tab.enhance.value is False  # off by default
+        assert controls.rewrite.visible is shown  # the Generate tab's (its row, with the toggle, likewise)

@@ -27,13 +27,17 @@ def status_line(ctx: AppContext, tr: Tr) -> str:
     name = tr("status.demo_model") if st.demo else st.model_label
     state = {
         "ready": tr("status.ready"),
-        "loading": tr("status.loading"),
+        "loading": tr("status.loading_demo") if st.demo else tr("status.loading"),
         "error": tr("status.error", message=st.message),
     }.get(st.state, tr("status.idle"))
     line = f'<span class="qic-dot" aria-hidden="true">{dot}</span> <b>{escape_html(name)}</b> · {escape_html(state)}'
     if st.demo:
         line += f' <span class="qic-demo">· {escape_html(tr("status.demo_note"))}</span>'
     return f'<div class="qic-status" role="status"><h1 class="qic-sr">Qwen Image Chat</h1>{line}</div>'
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -43,6 +47,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="Qwen Image Chat", fill_width=True, delete_cache=(3600, 86400)) as demo:
         token = gr.BrowserState(None, storage_key="qwen-image-chat-owner", secret=ctx.browser_secret)
         kept = gr.BrowserState({}, storage_key="qwen-image-chat-settings", secret=ctx.browser_secret)
+        enhancing = gr.BrowserState({}, storage_key="qwen-image-chat-enhance", secret=ctx.browser_secret)
         owner = gr.State(None)
         tz = gr.Number(0, visible=False, precision=0)
         side = sidebar.layout()
@@ -114,34 +119,46 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         # the page load: who this browser is, its newest conversation, its settings, its language
         panel = chat_tab.panel
+        toggles = {"chat": chat_tab.enhance, "generate": gen_tab.enhance.toggle, "edit": edit_tab.enhance.toggle}
 
-        def on_load(tok, remembered, offset, request: gr.Request):
+        def on_load(tok, remembered, enhance, offset, request: gr.Request):
             own, new_tok = ctx.restore(tok, request)
             tr = Tr(lang_of(request))
             recent = ctx.store.list_conversations(own, limit=1)
             page = w.chat.page(own, recent[0].id if recent else None, None, "", 1, offset, {}, request)
             out = w.chat.view(page)
+            ratio = panel.components["ratio"]
+            shown = out.pop(ratio)  # the view's labels for the shape, with the remembered choice
             out.update(dict(zip(panel.outputs, panel.stored(remembered), strict=True)))
+            kept_ratio = out[ratio]  # a remembered value, or gr.skip()
+            out[ratio] = {**shown, "value": kept_ratio} if not isinstance(kept_ratio, dict) else shown
             out.update({owner: own, status: status_line(ctx, tr), tz: offset})
+            out.update({box: enhance[name] for name, box in toggles.items() if _is_bool((enhance or {}).get(name))})
             if new_tok:
                 out[token] = new_tok
             return out
 
-        load_out = [token, owner, status, tz, *w.chat.outputs, *panel.outputs]
+        load_out = [token, owner, status, tz, *w.chat.outputs]
+        load_out += [c for c in [*panel.outputs, *toggles.values()] if c not in load_out]
         demo.load(
             on_load,
-            [token, kept, tz],
+            [token, kept, enhancing, tz],
             load_out,
-            js="(tok, kept, tz) => [tok, kept, -new Date().getTimezoneOffset()]",
+            js="(tok, kept, enhance, tz) => [tok, kept, enhance, -new Date().getTimezoneOffset()]",
             show_progress="hidden",
             **PRIVATE,
         )
 
-        # the settings are remembered per browser
+        # the settings, and whether each tab enhances prompts, are remembered per browser
         def remember(*values):
             return dict(zip(panel.components, values, strict=True))
 
         gr.on([c.change for c in panel.outputs], remember, panel.outputs, kept, **QUICK)
+
+        def remember_enhance(*values):
+            return dict(zip(toggles, (bool(v) for v in values), strict=True))
+
+        gr.on([c.input for c in toggles.values()], remember_enhance, list(toggles.values()), enhancing, **QUICK)
 
         def tick(request: gr.Request = None):
             settled = ctx.backend.status.state in ("ready", "error")

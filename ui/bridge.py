@@ -18,12 +18,13 @@ _BRIDGE = """
   const key = 'qicBridge_' + names.join('_');
   if (window[key]) window.removeEventListener('click', window[key], true);
   window[key] = (e) => {
-    const b = e.target.closest && e.target.closest('#qic-chat button.qic-act, #qic-chip button.qic-act');
+    const where = '#qic-chat button.qic-act, #qic-chip button.qic-act, #qic-redo button.qic-act';
+    const b = e.target.closest && e.target.closest(where);
     if (!b || !names.includes(b.name)) return;
     e.preventDefault();
     e.stopPropagation();
     trigger('click', {act: b.name, value: b.value});
-    if (b.name === 'edit' || b.name === 'unchip') {
+    if (['edit', 'unchip', 'rerun', 'unredo'].includes(b.name)) {
       const box = document.querySelector('#qic-msg textarea');
       if (box) box.focus();
     }

@@ -14,17 +14,18 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from conversations.settings import TurnSettings
+from conversations.rewrites import FAILED, STOPPED
+from conversations.settings import AUTO, TurnSettings
 from conversations.turns import STILL_RUNNING
 from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
-from . import render
-from .context import PRIVATE, AppContext
+from . import chat_enhance, render
+from .context import PRIVATE, TOAST_S, WARN_S, AppContext
 from .i18n import Tr, lang_of, t
 from .progress import outcome
 from .sessions import session_of
-from .settings import Panel
+from .settings import Panel, auto_label, ratio_choices
 from .sidebar import list_html
 
 POLL_S = 0.5  # how often the page looks at running jobs
@@ -52,12 +53,17 @@ class ChatTab:
     timer: gr.Timer
     conv: gr.State  # the open conversation's id
     branch: gr.State  # the image id the next message edits, when chosen ("Edit this image")
-    watching: gr.State  # {"jobs": ids running at the last look, "sig": what was drawn}
+    watching: gr.State  # {"jobs": ids running at the last look, "rewrites": the same for rewrites, "sig": drawn}
     one_shot: gr.State  # True after "Reuse settings": its seed is for the next message only
+    enhance: gr.Checkbox  # rewrite each message's prompt before drawing (hidden without an enhancer)
+    enhance_only: gr.Button
+    redo: gr.State  # the box holds an enhanced prompt: {"kind": "only" | "rerun", "original", "turn", "n", ...}
+    redo_chip: gr.HTML  # says so above the box
 
 
 def layout(ctx: AppContext) -> ChatTab:
     """The conversation and the composer, one column."""
+    available = ctx.turns.enhancer is not None
     with gr.Column(elem_id="qic-chatcol"):
         chatbot = gr.Chatbot(
             label=t("chat.label"),
@@ -73,7 +79,9 @@ def layout(ctx: AppContext) -> ChatTab:
             autoscroll=True,
         )
         with gr.Column(elem_id="qic-composer"):
-            chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
+            with gr.Row(elem_id="qic-chips"):  # what the next message edits; whether the box holds a rewrite
+                chip = gr.HTML("", elem_id="qic-chip", apply_default_css=False, js_on_load=None)
+                redo_chip = gr.HTML("", elem_id="qic-redo", apply_default_css=False)
             msg = gr.MultimodalTextbox(
                 placeholder=t("composer.placeholder_new"),
                 label=t("composer.label"),
@@ -82,14 +90,20 @@ def layout(ctx: AppContext) -> ChatTab:
                 file_types=["image"],
                 sources=["upload"],
                 max_plain_text_length=20000,
+                max_lines=8,  # a long (enhanced) prompt scrolls inside the box
                 submit_btn=True,
                 stop_btn=False,
                 autofocus=True,
                 elem_id="qic-msg",
             )
-            with gr.Row(
-                elem_id="qic-options", equal_height=False
-            ):  # composer toggles (e.g. prompt enhancement) go here
+            with gr.Row(elem_id="qic-options", equal_height=False):
+                enhance = gr.Checkbox(
+                    False, label=t("enhance.chat_toggle"), container=False, visible=available, min_width=0, scale=0,
+                    elem_id="qic-enhance",
+                )  # fmt: skip
+                only = gr.Button(
+                    t("enhance.only"), size="sm", visible=available, min_width=0, scale=0, elem_id="qic-enhance-only"
+                )
                 reuse_box = []
 
                 def extra():
@@ -98,7 +112,7 @@ def layout(ctx: AppContext) -> ChatTab:
                 panel = Panel(ctx.spec, ctx.backend.capabilities, extra=extra, compact=True)
     return ChatTab(
         chatbot, chip, msg, panel, reuse_box[0], gr.Timer(POLL_S, active=False),
-        gr.State(None), gr.State(None), gr.State({}), gr.State(False),
+        gr.State(None), gr.State(None), gr.State({}), gr.State(False), enhance, only, gr.State(None), redo_chip,
     )  # fmt: skip
 
 
@@ -125,9 +139,9 @@ def toasts(fn):
         try:
             return fn(*args, **kwargs)
         except gr.Error as exc:
-            gr.Warning(exc.message)
+            gr.Warning(exc.message, duration=WARN_S)
         except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)))
+            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
         return gr.skip()
 
     return run
@@ -141,9 +155,9 @@ def toasts_each(fn):
         try:
             yield from fn(*args, **kwargs)
         except gr.Error as exc:
-            gr.Warning(exc.message)
+            gr.Warning(exc.message, duration=WARN_S)
         except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)))
+            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
 
     return run
 
@@ -168,7 +182,12 @@ class ChatHandlers:
     @property
     def outputs(self) -> list:
         tab = self.tab
-        return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching]
+        ratio = tab.panel.components["ratio"]
+        return [tab.chatbot, tab.conv, tab.branch, tab.chip, tab.msg, self.listing, tab.timer, tab.watching, ratio]
+
+    @property
+    def redo_outputs(self) -> list:
+        return [self.tab.redo, self.tab.redo_chip]
 
     def page(self, owner_state, conv, branch, query, pages, tz, watching, request=None) -> Page:
         owner, session = self.ctx.owner(owner_state, request), session_of(request)
@@ -202,15 +221,19 @@ class ChatHandlers:
             branch = None
         active = ctx.jobs.active(page.owner)
         live = {s.turn_id: s for s in active if s.conversation_id == conv_id}
+        rewrites = ctx.turns.rewrites.active(page.owner)
+        here = [r for r in rewrites if r.conversation_id == conv_id]  # messages whose prompt is being rewritten
         links = self.links()
         target = ctx.turns.target(page.owner, conv_id, branch, 0)
-        busy = bool(live)
+        busy = bool(live) or bool(here)
         page.conv, page.branch = conv_id, branch
         ctx.sessions.remember(page.session, conv=conv_id, branch=branch)
+        auto = auto_label(target.source != "none", page.tr)
         return {
             self.tab.chatbot: gr.update(
-                value=render.conversation_messages(conv, links, page.tr, live), examples=examples(page.tr)
+                value=render.conversation_messages(conv, links, page.tr, live, here), examples=examples(page.tr)
             ),
+            self.tab.panel.components["ratio"]: gr.update(choices=ratio_choices(ctx.spec, AUTO, False, auto=auto)),
             self.tab.conv: conv_id,
             self.tab.branch: branch,
             self.tab.chip: render.chip_html(target, links, page.tr),
@@ -218,15 +241,23 @@ class ChatHandlers:
                 placeholder=render.placeholder(target, page.tr), submit_btn=not busy, stop_btn=busy
             ),
             self.listing: list_html(ctx, page.owner, page.tr, conv_id, page.query, page.pages, page.tz),
-            self.tab.timer: gr.Timer(active=bool(active)),
-            self.tab.watching: {"jobs": [s.id for s in active], "sig": _signature(conv_id, branch, active)},
+            self.tab.timer: gr.Timer(active=bool(active) or bool(rewrites)),
+            self.tab.watching: {
+                "jobs": [s.id for s in active],
+                "rewrites": [r.id for r in rewrites],
+                "sig": _signature(conv_id, branch, active, rewrites),
+            },
             **extra,
         }
 
     # -- turns ------------------------------------------------------------------------------------------------
-    def send(self, message, page: Page, one_shot: bool, **settings) -> dict:
+    def send(self, message, page: Page, one_shot: bool, enhance=False, redo=None, **settings) -> dict:
         """A message: generates an image, or edits what the composer says (the chosen image, the attachments, or
-        the latest image). Returns at once; the timer follows the job."""
+        the latest image). Returns at once; the timer follows the job.
+
+        ``enhance``: the prompt is rewritten first (in the background, streamed into the conversation), then drawn.
+        ``redo``: the box holds an enhanced prompt, drawn as written with the user's words kept beside it: after
+        "Enhance only" a new message, after a turn's "Edit" a new version of that turn."""
         text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
         files = (message or {}).get("files", []) if isinstance(message, dict) else []
         if not text.strip():
@@ -234,14 +265,18 @@ class ChatHandlers:
         most = self.ctx.backend.capabilities.max_references
         if len(files) > most:
             raise gr.Error(page.tr("error.too_many", most=most))
-        turn = TurnSettings(**settings).request(self.ctx.spec, text)
-        snap = self.ctx.turns.chat(page.owner, page.conv, turn, self.ctx.turns.uploads(files), page.branch)
-        out = self.view(page, snap.conversation_id, None)
-        out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the turn has started
+        conv_id = chat_enhance.start_message(self.ctx, page, text, files, enhance, redo, settings)
+        out = self.view(page, conv_id, None)
+        out[self.tab.msg] = {**out[self.tab.msg], "value": None}  # the box empties once the message is taken
+        out.update({self.tab.redo: None, self.tab.redo_chip: ""})
         if one_shot:  # "Reuse settings" fixed the seed for this message only
             out[self.tab.panel.components["randomize"]] = True
             out[self.tab.one_shot] = False
         return out
+
+    def enhance_only(self, message, page: Page, redo=None, **settings):
+        """ "Enhance only": the rewrite streams into the message box, for the user to read, edit and send."""
+        yield from chat_enhance.enhance_only(self.ctx, self.tab, page, message, redo, settings)
 
     def act(self, page: Page, evt: dict) -> dict:
         """A button in a bubble or the composer: (action, value) from the page's bridge."""
@@ -260,19 +295,33 @@ class ChatHandlers:
             turn_id, _, step = value.partition(":")
             turns.show_version(owner, turn_id, -1 if step == "-1" else 1)
             return self.view(page)
+        if action == "rerun":  # a turn's enhanced prompt into the box: sending it makes a new version of the turn
+            turn_id, text, redo = chat_enhance.rerun(self.ctx, page, value)
+            out = self.view(page, turn_id)
+            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": text, "files": []}}
+            return {**out, self.tab.redo: redo, self.tab.redo_chip: render.redo_html(redo, page.tr)}
+        if action == "unredo":
+            return {self.tab.redo: None, self.tab.redo_chip: ""}
+        if action == "stop" and turns.rewrites.get(owner, value) is not None:  # a rewrite before its turn
+            count = turns.rewrites.stop(owner, value)
+            gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"), duration=TOAST_S)
+            return self.view(page)
         if action == "stop":
             turn = self.ctx.store.get_turn(owner, value)
             jobs = [s for s in self.ctx.jobs.active(owner) if turn is not None and s.turn_id == turn.id]
             for s in jobs:
                 self.ctx.jobs.cancel(owner, s.id)
-            gr.Info(page.tr("toast.stopping") if jobs else page.tr("toast.nothing_running"))
+            gr.Info(page.tr("toast.stopping") if jobs else page.tr("toast.nothing_running"), duration=TOAST_S)
             return self.view(page)
         raise gr.Error(page.tr("error.unknown_action"))
 
     def stop_here(self, page: Page) -> dict:
         """The message box's Stop: this conversation's job."""
+        turns = self.ctx.turns
         count = self.ctx.jobs.cancel(page.owner, conversation_id=page.conv) if page.conv else 0
-        gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"))
+        count += turns.rewrites.stop(page.owner, conversation_id=page.conv) if page.conv else 0
+        count = count or turns.stop_enhancing(page.owner)  # "Enhance only" writing into the box
+        gr.Info(page.tr("toast.stopping") if count else page.tr("toast.nothing_running"), duration=TOAST_S)
         return self.view(page)
 
     def tick(self, page: Page) -> dict:
@@ -283,13 +332,36 @@ class ChatHandlers:
             snap = self.ctx.jobs.get(page.owner, job_id)
             if snap is not None:
                 outcome(snap, page.tr)
-        sig = _signature(page.conv, page.branch, active)
-        if not ended and sig == page.watching.get("sig"):
-            return {self.tab.timer: gr.Timer(active=False)} if not active else gr.skip()
-        return self.view(page)
+        rewrites = self.ctx.turns.rewrites
+        writing = rewrites.active(page.owner)
+        back = None  # a message that started no turn: its words go back into the box
+        for rewrite_id in page.watching.get("rewrites", []):
+            r = rewrites.get(page.owner, rewrite_id) if rewrite_id not in {w.id for w in writing} else None
+            if r is not None and r.state in (FAILED, STOPPED):
+                if r.state == FAILED:
+                    gr.Warning(render.escape_html(r.error), duration=WARN_S)
+                back = r
+            elif r is not None and r.job_id and r.job_id not in {s.id for s in active}:  # its job ended unseen
+                snap = self.ctx.jobs.get(page.owner, r.job_id)
+                if snap is not None and snap.finished:
+                    outcome(snap, page.tr)
+                    ended.append(r.job_id)
+        sig = _signature(page.conv, page.branch, active, writing)
+        if not ended and back is None and sig == page.watching.get("sig"):
+            return {self.tab.timer: gr.Timer(active=False)} if not active and not writing else gr.skip()
+        out = self.view(page)
+        if back is not None:
+            out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": back.prompt, "files": []}}
+        return out
+
+    def busy(self, page: Page, conv_id: str | None) -> bool:
+        """An image or a rewrite is under way in this conversation."""
+        return bool(conv_id) and bool(
+            self.ctx.jobs.active(page.owner, conv_id) or self.ctx.turns.rewrites.active(page.owner, conv_id)
+        )
 
     def undo(self, page: Page) -> dict:
-        if page.conv and self.ctx.jobs.active(page.owner, page.conv):
+        if self.busy(page, page.conv):
             raise gr.Error(page.tr("error.undo_running"))
         if not page.conv or not self.ctx.store.delete_last_turn(page.owner, page.conv):
             raise gr.Error(page.tr("error.nothing_to_undo"))
@@ -307,7 +379,7 @@ class ChatHandlers:
         """A suggested prompt goes into the message box."""
         value = evt.value if isinstance(evt.value, dict) else {}
         text = value.get("text") if isinstance(value.get("text"), str) else ""
-        return {self.tab.msg: gr.update(value={"text": text, "files": []})}
+        return {self.tab.msg: gr.update(value={"text": text, "files": []}), self.tab.redo: None, self.tab.redo_chip: ""}
 
     # -- reusing settings ---------------------------------------------------------------------------------------
     def reuse_turn(self, owner: str, turn_id, tr: Tr) -> tuple[TurnSettings, str]:
@@ -340,14 +412,16 @@ class ChatHandlers:
         out = dict(zip(self.tab.panel.outputs, self.tab.panel.updates(settings), strict=True))
         out[self.tab.msg] = gr.update(value={"text": prompt, "files": []})
         out[self.tab.one_shot] = not settings.randomize
-        gr.Info(tr("toast.reused"))
+        out.update({self.tab.redo: None, self.tab.redo_chip: ""})
+        gr.Info(tr("toast.reused"), duration=TOAST_S)
         return out
 
 
-def _signature(conv_id, branch, active) -> str:
-    """What the drawn view depends on while jobs run (a change redraws it)."""
+def _signature(conv_id, branch, active, rewrites=()) -> str:
+    """What the drawn view depends on while jobs and rewrites run (a change redraws it)."""
     parts = [str(conv_id), str(branch)]
     for s in active:
         p = s.progress
         parts.append(f"{s.id}:{s.conversation_id}:{s.state}:{s.position}:{p.phase if p else ''}:{p.step if p else 0}")
+    parts.extend(f"{r.id}:{r.conversation_id}:{len(r.text)}" for r in rewrites)
     return "|".join(parts)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from conversations.settings import TurnSettings
+from conversations.turns import Enhance
 
 from . import render
 from .bridge import bridge, composer_helper
-from .chat import ChatHandlers, ChatTab, Page, toasts
-from .context import PRIVATE, AppContext, user_error
+from .chat import ChatHandlers, ChatTab, Page, toasts, toasts_each
+from .context import PRIVATE, TOAST_S, AppContext, user_error
 from .i18n import Tr, lang_of
 from .progress import follow, outcome, stopper
 from .sidebar import SidebarHandlers, SidebarTab, list_html
@@ -57,9 +58,10 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
         page = w.page((o, c, b, q, p, z, wt), request)
         return with_owner(page, chat.send(message, page, bool(one_shot), **settings))
 
-    send_outputs = [*outputs, tab.panel.components["randomize"], tab.one_shot]
+    send_outputs = [*outputs, tab.panel.components["randomize"], tab.one_shot, *chat.redo_outputs]
+    send_kwargs = {**tab.panel.components, "enhance": tab.enhance, "redo": tab.redo}
     sent = tab.msg.submit(
-        send, [tab.msg, *common, tab.one_shot], send_outputs, inputs_kwargs=tab.panel.components, **QUIET, **PRIVATE
+        send, [tab.msg, *common, tab.one_shot], send_outputs, inputs_kwargs=send_kwargs, **QUIET, **PRIVATE
     )
     if ctx.jobs.runs_in_watcher:  # ZeroGPU: a job runs in the GPU slot of the event that follows it
         sent.then(_drive(ctx), [owner, tab.watching], None, **ctx.gpu, **QUIET, **PRIVATE)
@@ -70,15 +72,28 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
 
     tab.msg.stop(stop_here, common, chat.outputs, **QUIET, **PRIVATE)
 
+    @toasts_each
+    def enhance_only(message, o, c, b, q, p, z, wt, request: gr.Request = None, redo=None, **settings):
+        yield from chat.enhance_only(message, w.page((o, c, b, q, p, z, wt), request), redo, **settings)
+
+    tab.enhance_only.click(
+        enhance_only,
+        [tab.msg, *common],
+        [tab.msg, *chat.redo_outputs],
+        inputs_kwargs={**tab.panel.components, "redo": tab.redo},
+        **QUIET,
+        **PRIVATE,
+    )
+
     # -- the bubbles' and the chip's buttons ---------------------------------------------------------------------------
-    turn_bridge = bridge(("edit", "unchip", "regenerate", "version", "stop"), "qic-bridge-turn")
+    turn_bridge = bridge(("edit", "unchip", "regenerate", "version", "stop", "rerun", "unredo"), "qic-bridge-turn")
 
     @toasts
     def act(o, c, b, q, p, z, wt, evt: gr.EventData, request: gr.Request = None):
         page = w.page((o, c, b, q, p, z, wt), request)
         return with_owner(page, chat.act(page, getattr(evt, "_data", None) or {}))
 
-    acted = turn_bridge.click(act, common, outputs, **QUIET, **PRIVATE)
+    acted = turn_bridge.click(act, common, [*outputs, *chat.redo_outputs], **QUIET, **PRIVATE)
     if ctx.jobs.runs_in_watcher:
         acted.then(_drive(ctx), [owner, tab.watching], None, **ctx.gpu, **QUIET, **PRIVATE)
 
@@ -90,7 +105,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
         settings, prompt = chat.reuse_turn(ctx.owner(o, request), (evt._data or {}).get("value"), tr)
         return chat.reused(settings, prompt, tr)
 
-    reuse_out = [*tab.panel.outputs, tab.msg, tab.one_shot]
+    reuse_out = [*tab.panel.outputs, tab.msg, tab.one_shot, *chat.redo_outputs]
     reuse_bridge.click(reuse, [owner], reuse_out, **QUIET, **PRIVATE)
 
     @toasts
@@ -125,7 +140,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
     def example(o, c, b, q, p, z, wt, evt: gr.SelectData, request: gr.Request = None):
         return chat.example(w.page((o, c, b, q, p, z, wt), request), evt)
 
-    tab.chatbot.example_select(example, common, [tab.msg], **QUIET, **PRIVATE)
+    tab.chatbot.example_select(example, common, [tab.msg, *chat.redo_outputs], **QUIET, **PRIVATE)
 
     # -- the sidebar -------------------------------------------------------------------------------------------------
     handlers = SidebarHandlers(ctx)
@@ -154,15 +169,15 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
                 raise gr.Error(page.tr("side.bad_title"))
             return chat.view(page)
         if action == "delete":
-            if ctx.jobs.active(page.owner, value):
+            if chat.busy(page, value):
                 raise gr.Error(page.tr("side.delete_running"))
             if not ctx.store.delete_conversation(page.owner, value):
                 raise gr.Error(page.tr("side.no_such"))
-            gr.Info(page.tr("toast.deleted"))
+            gr.Info(page.tr("toast.deleted"), duration=TOAST_S)
             return chat.view(page, None if value == page.conv else page.conv)
         if action == "export":
             path = handlers.export(page.owner, value, page.tr)
-            gr.Info(page.tr("toast.exported"))
+            gr.Info(page.tr("toast.exported"), duration=TOAST_S)
             return {side.export_file: gr.update(value=path, visible=True)}
         raise gr.Error(page.tr("error.unknown_action"))
 
@@ -177,7 +192,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
             raise
         except Exception as exc:
             raise user_error(exc) from None
-        gr.Info(page.tr("toast.imported"))
+        gr.Info(page.tr("toast.imported"), duration=TOAST_S)
         return with_owner(page, chat.view(page, conv_id, None))
 
     side.import_zip.upload(import_zip, [side.import_zip, *common], outputs, **QUIET, **PRIVATE)
@@ -278,17 +293,20 @@ def api(w: Wiring) -> gr.Number:
             line += " · " + " ".join(last.notes)
         yield messages, line, *rest
 
-    def api_chat(message, o, c, b, request: gr.Request = None, **settings):
-        """Send a message: generates, or edits the chosen image / the attachments / the latest image."""
+    def api_chat(message, o, c, b, request: gr.Request = None, enhance: bool = False, **settings):
+        """Send a message: generates, or edits the chosen image / the attachments / the latest image; ``enhance``:
+        the prompt enhancer rewrites the prompt first (both are kept with the turn)."""
         pg = page(o, c, b, request)
         msg = message if isinstance(message, dict) else {"text": str(message or ""), "files": []}
         files = msg.get("files") or []
         turn = TurnSettings(**settings).request(ctx.spec, msg.get("text", ""))
-        yield from run_job(pg, lambda: ctx.turns.chat(pg.owner, pg.conv, turn, ctx.turns.uploads(files), pg.branch))
+        step = Enhance() if enhance is True and ctx.turns.enhancer is not None else None
+        yield from run_job(
+            pg, lambda: ctx.turns.chat(pg.owner, pg.conv, turn, ctx.turns.uploads(files), pg.branch, step)
+        )
 
-    buttons["chat"].click(
-        api_chat, [tab.msg, *state], results, inputs_kwargs=tab.panel.components, api_name="chat", **ctx.gpu
-    )
+    chat_kwargs = {**tab.panel.components, "enhance": tab.enhance}
+    buttons["chat"].click(api_chat, [tab.msg, *state], results, inputs_kwargs=chat_kwargs, api_name="chat", **ctx.gpu)
 
     def api_regenerate(number, o, c, b, request: gr.Request = None):
         """A new version of turn #number (0: the latest), shown in its place."""

@@ -89,3 +89,5 @@ def user_error(exc: Exception) -> gr.Error:
 
 PRIVATE = {"api_visibility": "private"}  # page-only events, not API endpoints
 QUICK = {**PRIVATE, "queue": False, "show_progress": "hidden"}  # page-only events that do no real work
+TOAST_S = 5  # seconds an information toast stays (top right, over the conversation): long enough to read, no longer
+WARN_S = 8  # the same for a warning (a user's mistake, a failure)

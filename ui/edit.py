@@ -14,7 +14,7 @@ from qwen_image.images import normalise
 
 from . import enhance as enhance_ui
 from .chat import page_and_api
-from .context import PRIVATE, AppContext, user_error
+from .context import PRIVATE, TOAST_S, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .media import file_name
 from .progress import stopper
@@ -69,7 +69,7 @@ def layout(ctx: AppContext) -> EditTab:
                 placeholder=t("edit.instruction_placeholder"),
                 elem_id="qic-edit-instruction",
             )
-            enhance = enhance_ui.layout(ctx)
+            enhance = enhance_ui.layout(ctx, "edit")
             with gr.Row():
                 run = gr.Button(t("edit.run"), variant="primary", elem_id="qic-edit-run", size="md")
                 stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
@@ -224,7 +224,7 @@ class EditHandlers:
         items = gallery_files(current)
         if len(items) >= self.ctx.spec.max_references:
             raise gr.Error(tr("edit.too_many", most=self.ctx.spec.max_references))
-        gr.Info(html.escape(tr("toast.sent_to_edit", n=len(items) + 1)))
+        gr.Info(html.escape(tr("toast.sent_to_edit", n=len(items) + 1)), duration=TOAST_S)
         return numbered([*items, item])
 
     def marks_background(self, references):

@@ -8,10 +8,8 @@ Its strings are in ``strings.toml`` (section ``enhance``), in English and Chines
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import gradio as gr
 
@@ -22,9 +20,7 @@ from . import render
 from .chat import page_and_api
 from .context import QUICK, AppContext, user_error
 from .i18n import Tr, lang_of, t
-from .progress import gallery_results
-
-T = TypeVar("T")
+from .progress import gallery_results, streamed
 
 
 @dataclass(frozen=True)
@@ -39,12 +35,14 @@ class EnhanceControls:
         return {"enhance": self.toggle, "enhanced_prompt": self.rewrite}
 
 
-def layout(ctx: AppContext) -> EnhanceControls:
+def layout(ctx: AppContext, tab: str) -> EnhanceControls:
     """The toggle, the rewrite box and the "Enhance only" button (hidden when the server has no enhancer)."""
     available = ctx.turns.enhancer is not None
     with gr.Row(visible=available, equal_height=True):
-        toggle = gr.Checkbox(False, label=t("enhance.toggle"), info=t("enhance.toggle_info"), scale=3)
-        only = gr.Button(t("enhance.only"), size="sm", scale=1)
+        toggle = gr.Checkbox(
+            False, label=t("enhance.toggle"), info=t("enhance.toggle_info"), scale=3, elem_id=f"qic-{tab}-enhance"
+        )
+        only = gr.Button(t("enhance.only"), size="sm", scale=1, elem_classes=["qic-only"])
     rewrite = gr.Textbox(
         "",
         label=t("enhance.box"),
@@ -65,34 +63,6 @@ def wire_only(controls: EnhanceControls, fn: Callable, inputs: list, info: gr.co
 def clear_on_edit(prompt: gr.components.Component, controls: EnhanceControls) -> None:
     """A rewrite belongs to the prompt it was made from: editing the prompt clears it."""
     prompt.input(lambda: "", None, controls.rewrite, **QUICK)
-
-
-def streamed(work: Callable[[Callable[[str], None], threading.Event], T], every: float = 0.2) -> Iterator[tuple]:
-    """Run ``work(on_text, cancel)`` in a thread; yield (text so far, None) as it streams, then (text, result).
-
-    The work goes on if the page goes away (a turn it starts then runs as any other); Stop reaches it through the
-    turn service (``stop_enhancing``). Its exceptions are raised here."""
-    latest: list = [None]
-    box: dict = {}
-    done = threading.Event()
-
-    def run():
-        try:
-            box["result"] = work(lambda text: latest.__setitem__(0, text), threading.Event())
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="enhance", daemon=True).start()
-    shown = None
-    while not done.wait(every):
-        if latest[0] != shown:
-            shown = latest[0]
-            yield shown, None
-    if "error" in box:
-        raise box["error"]
-    yield latest[0], box["result"]
 
 
 def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, rewrite) -> Iterator[tuple]:
@@ -136,10 +106,8 @@ def gallery_turn(ctx: AppContext, owner_state, request, start: Callable, enhance
 
 
 def final_rewrite(ctx: AppContext, owner: str, snap, current: str = "") -> str:
-    """The rewrite the turn draws (for the rewrite box; ``current`` when it was not enhanced); the enhancer's note is
-    shown as a warning."""
-    for note in snap.notes:  # a job just queued carries only the enhancer's note
-        gr.Warning(render.escape_html(note))
+    """The rewrite the turn draws (for the rewrite box; ``current`` when it was not enhanced). Why a prompt was not
+    enhanced is one of the job's notes: on the status line while it runs, and said once when it ends."""
     turn = ctx.store.get_turn(owner, snap.turn_id)
     if turn is None or not turn.settings.get("original_prompt"):
         return current if isinstance(current, str) else ""

@@ -56,7 +56,7 @@ def layout(ctx: AppContext) -> GenerateTab:
             info = gr.Markdown("", elem_id="qic-gen-info")
             to_edit = gr.Button(t("generate.to_edit"), size="sm")
         with gr.Column(scale=2, min_width=280):
-            enhance = enhance_ui.layout(ctx)  # beside the prompt, so that the results stay at the top of the view
+            enhance = enhance_ui.layout(ctx, "gen")  # beside the prompt: the results stay at the top of the view
             custom = gr.Checkbox(False, label="custom", visible=False)
             w, h = size_for(spec, "1:1", spec.default_tier)
             boxes = []

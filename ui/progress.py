@@ -1,17 +1,22 @@
-"""Following a job from a handler (the API and the Generate/Edit tabs), and how its end is announced."""
+"""Following a job from a handler (the API and the Generate/Edit tabs), how its end is announced, and following work
+that streams text from a thread (the prompt enhancer)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import gradio as gr
 
 from conversations.jobs import JobSnapshot
 
 from . import render
-from .context import AppContext
+from .context import TOAST_S, AppContext
 from .i18n import DEFAULT, Tr, lang_of
 from .media import file_name
+
+T = TypeVar("T")
 
 
 def follow(ctx: AppContext, owner: str, snap: JobSnapshot) -> Iterator[JobSnapshot]:
@@ -25,7 +30,7 @@ def outcome(snap: JobSnapshot, tr: Tr | None = None) -> str:
     if snap.state == "done":
         notes = " ".join(render.escape_html(n) for n in snap.notes)
         if notes:
-            gr.Info(notes)
+            gr.Info(notes, duration=TOAST_S)
         return notes
     if snap.state == "cancelled":
         return tr("turn.stopped")
@@ -40,7 +45,8 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     tr = Tr(lang_of(request))
     last = snap
     for last in follow(ctx, owner, snap):
-        yield gr.skip(), render.progress_text(last, tr), owner
+        notes = " · ".join(render.escape_md(n) for n in last.notes)  # e.g. why the prompt was not enhanced
+        yield gr.skip(), render.progress_text(last, tr) + (f" · {notes}" if notes else ""), owner
     turn = ctx.store.get_turn(owner, last.turn_id)
     if last.state != "done" or turn is None:
         yield gr.skip(), outcome(last, tr), owner
@@ -67,3 +73,31 @@ def stopper(ctx: AppContext):
         return tr("toast.stopping") if count else tr("toast.nothing_running")
 
     return stop
+
+
+def streamed(work: Callable[[Callable[[str], None], threading.Event], T], every: float = 0.2) -> Iterator[tuple]:
+    """Run ``work(on_text, cancel)`` in a thread; yield (text so far, None) as it streams, then (text, result).
+
+    The work goes on if the page goes away (a turn it starts then runs as any other); Stop reaches it through the
+    turn service (``stop_enhancing``). Its exceptions are raised here."""
+    latest: list = [None]
+    box: dict = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            box["result"] = work(lambda text: latest.__setitem__(0, text), threading.Event())
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="enhance", daemon=True).start()
+    shown = None
+    while not done.wait(every):
+        if latest[0] != shown:
+            shown = latest[0]
+            yield shown, None
+    if "error" in box:
+        raise box["error"]
+    yield latest[0], box["result"]

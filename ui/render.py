@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -205,15 +205,59 @@ def pending_html(turn, number: int, live, tr: Tr) -> str:
     value = f'value="{shown[0]:g}" max="{shown[1]:g}"' if shown is not None else 'max="1"'  # no value: indeterminate
     meter = f'<progress {value} title="{escape_html(text)}"></progress>'
     stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
+    notes = " ".join(getattr(live, "notes", None) or ())  # e.g. why the prompt was not enhanced
+    note = f'<div class="qic-note">{escape_html(notes)}</div>' if notes else ""
     return (
         f'<div class="qic-result qic-pending" role="status">{picture}'
         f'<div class="qic-progress"><span class="qic-num">#{number}</span>{meter}'
-        f'<span class="qic-ptext">{escape_html(text)}</span>{stop}</div>{_versions(turn, tr)}</div>'
+        f'<span class="qic-ptext">{escape_html(text)}</span>{stop}</div>{note}{_versions(turn, tr)}</div>'
     )
 
 
-def conversation_messages(conversation, links: Links, tr: Tr, live: dict | None = None) -> list[dict]:
-    """All messages of a conversation (``live``: job snapshots by turn id, for the turns being made)."""
+def _text_html(text: str) -> str:
+    return escape_html(text).replace("\n", "<br>")
+
+
+def enhanced_message(turn, tr: Tr) -> dict | None:
+    """The prompt the enhancer wrote for a turn (what was drawn), as a collapsed "Enhanced prompt" block, with a
+    button to edit it and make a new version of the turn from the edited text; None for a turn drawn as written."""
+    rewrite = turn.settings.get("prompt") if turn.settings.get("original_prompt") else None
+    if not rewrite:
+        return None
+    edit = ""
+    if turn.status != "running":
+        edit = _button("rerun", turn.id, "✎ " + tr("enhance.edit"), tr("enhance.edit_title"))
+    body = f'<div class="qic-rewrite"><div class="qic-rewrite-text">{_text_html(rewrite)}</div>'
+    body += f'<div class="qic-bar" role="toolbar">{edit}</div></div>' if edit else "</div>"
+    return {"role": "assistant", "content": body, "metadata": {"title": "✨ " + tr("enhance.box"), "status": "done"}}
+
+
+def rewrite_messages(rewrite, number: int, tr: Tr) -> list[dict]:
+    """A message whose prompt is being rewritten (``conversations.rewrites.Rewrite``): the user's words, the rewrite
+    streaming into an open block, and the pending bubble (a placeholder, what is happening, Stop)."""
+    parts = []
+    if rewrite.attachments:
+        attached = escape_html(tr("enhance.attached", n=rewrite.attachments))
+        parts.append(f'<span class="qic-attached">📎 {attached}</span>')
+    parts.append(f'<span class="qic-prompt">{_text_html(rewrite.prompt)}</span>')
+    user = {"role": "user", "content": f'<div class="qic-user" id="qic-turn-{number}">{"".join(parts)}</div>'}
+    text = f'<div class="qic-rewrite"><div class="qic-rewrite-text">{_text_html(rewrite.text) or "…"}</div></div>'
+    title = "✨ " + tr("enhance.writing")
+    streaming = {"role": "assistant", "content": text, "metadata": {"title": title, "status": "pending"}}
+    stop = _button("stop", rewrite.id, "■ " + tr("turn.stop"), tr("enhance.stop_title"), "qic-stop")
+    pending = (
+        '<div class="qic-result qic-pending" role="status"><span class="qic-live qic-blank"></span>'
+        f'<div class="qic-progress"><span class="qic-num">#{number}</span><progress max="1"></progress>'
+        f'<span class="qic-ptext">{escape_html(tr("enhance.working"))}</span>{stop}</div></div>'
+    )
+    return [user, streaming, {"role": "assistant", "content": pending}]
+
+
+def conversation_messages(
+    conversation, links: Links, tr: Tr, live: dict | None = None, rewrites: Sequence = ()
+) -> list[dict]:
+    """All messages of a conversation (``live``: job snapshots by turn id, for the turns being made; ``rewrites``: its
+    messages whose prompt is being rewritten, after its turns)."""
     messages: list[dict] = []
     if conversation is None:
         return messages
@@ -225,11 +269,14 @@ def conversation_messages(conversation, links: Links, tr: Tr, live: dict | None 
         edited = made_by.get(first.id) if first is not None and first.role == "output" else None
         branch = edited if edited is not None and (latest_before is None or first.id != latest_before.id) else None
         messages.append(user_message(turn, number, branch, links, tr))
-        # (text the model was given besides the prompt, e.g. an enhanced prompt, belongs here: an assistant message
-        # with metadata={"title": ...}, which the chatbot shows as a collapsible block)
+        enhanced = enhanced_message(turn, tr)  # what the model drew instead of the user's words, collapsible
+        if enhanced is not None:
+            messages.append(enhanced)
         messages.append(result_message(turn, number, links, tr, (live or {}).get(turn.id)))
         if turn.outputs:
             latest_before = turn.outputs[0]
+    for number, rewrite in enumerate(rewrites, len(turns) + 1):
+        messages.extend(rewrite_messages(rewrite, number, tr))
     return messages
 
 
@@ -248,6 +295,25 @@ def chip_html(target, links: Links, tr: Tr) -> str:
     text = tr("composer.editing_latest", n=target.turn_number or "?")
     base = f'<span class="qic-chip-base">{thumb}{escape_html(text)}</span>'
     return f'<div class="qic-chip qic-chip-latest">{base}{attach}</div>'
+
+
+def redo_html(redo, tr: Tr) -> str:
+    """A chip above the message box while it holds an enhanced prompt: from "Enhance only" (sending draws it as
+    written, the user's words kept with it) or from a turn's "Edit" (sending makes a new version of that turn)."""
+    if not isinstance(redo, dict) or not isinstance(redo.get("original"), str):
+        return ""
+    original = redo["original"]
+    short = original if len(original) <= 40 else original[:39].rstrip() + "…"
+    if redo.get("kind") == "rerun":
+        text, cls = tr("enhance.chip_rerun", n=redo.get("n") or "?"), "qic-chip-rerun"
+    else:
+        text, cls = tr("enhance.chip_only", prompt=short), "qic-chip-only"
+        if redo.get("ratio"):
+            text += " · " + redo["ratio"]
+    remove = _button("unredo", "1", "×", tr("enhance.chip_remove"), "qic-unchip")
+    return (
+        f'<div class="qic-chip {cls}" title="{escape_html(original)}"><span>✨ {escape_html(text)}</span>{remove}</div>'
+    )
 
 
 def placeholder(target, tr: Tr) -> str:

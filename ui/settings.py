@@ -24,10 +24,12 @@ from .i18n import DEFAULT, Tr, t
 CUSTOM = "custom"  # Generate tab: the width and height boxes instead of a ratio
 
 
-def ratio_choices(spec: ModelSpec, first: str | None = AUTO, sized: bool = True, custom: bool = False) -> list:
-    """(label, value) pairs: an optional first choice (AUTO or MATCH), then each ratio with its default-tier size,
-    then (``custom``) an exact width and height."""
-    out = {AUTO: [(t("settings.ratio_auto"), AUTO)], MATCH: [(t("settings.ratio_match"), MATCH)]}
+def ratio_choices(
+    spec: ModelSpec, first: str | None = AUTO, sized: bool = True, custom: bool = False, auto=None
+) -> list:
+    """(label, value) pairs: an optional first choice (AUTO, labelled ``auto`` or as for a new image, or MATCH), then
+    each ratio (``sized``: with its default-tier size), then (``custom``) an exact width and height."""
+    out = {AUTO: [(auto or t("settings.ratio_auto_new"), AUTO)], MATCH: [(t("settings.ratio_match"), MATCH)]}
     choices = list(out.get(first, []))
     for ratio in spec.ratios:
         w, h = size_for(spec, ratio, spec.default_tier)
@@ -35,6 +37,21 @@ def ratio_choices(spec: ModelSpec, first: str | None = AUTO, sized: bool = True,
     if custom:
         choices.append((t("settings.ratio_custom"), CUSTOM))
     return choices
+
+
+def auto_label(editing: bool, tr: Tr) -> str:
+    """The chat's "auto" shape in words true for what the next message does: a new image is square (unless the
+    enhancer suggests a shape), an edit keeps the shape of the image it edits."""
+    return tr("settings.ratio_auto_edit") if editing else tr("settings.ratio_auto_new")
+
+
+# the resolution tiers in plain words (the values stay the registry's names, which the API takes)
+TIER_WORDS = {"1K": "settings.tier_standard", "1.5K": "settings.tier_large", "2K": "settings.tier_max"}
+
+
+def tier_choices(spec: ModelSpec) -> list:
+    """(label, value) pairs: each tier in words with its side in pixels ("Standard · 1024 px")."""
+    return [(t(TIER_WORDS[name]) + f" · {side} px" if name in TIER_WORDS else name, name) for name, side in spec.tiers]
 
 
 def size_note(spec: ModelSpec, ratio: str, tier: str, tr: Tr | None = None) -> str:
@@ -55,8 +72,8 @@ class Field:
 
 
 def _ratio(spec, d, first):
-    return gr.Dropdown(
-        ratio_choices(spec, first, sized=first != MATCH, custom=first == ""),
+    return gr.Dropdown(  # the sizes are in the resolution's labels and the size note: true whatever the tier
+        ratio_choices(spec, first, sized=False, custom=first == ""),
         value=d.ratio,
         label=t("settings.ratio"),
         elem_classes=["qic-ratio"],
@@ -84,7 +101,7 @@ FIELDS = (
         "tier",
         "tier",
         lambda spec, d, first: gr.Dropdown(
-            list(spec.tier_names), value=d.tier, label=t("settings.tier"), elem_classes=["qic-tier"]
+            tier_choices(spec), value=d.tier, label=t("settings.tier"), elem_classes=["qic-tier"]
         ),
     ),
     Field("steps", "steps", _steps),
