@@ -66,9 +66,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Debian's Chromium driven by Playwright (skips where it is not installed)."""
+    """Debian's Chromium driven by Playwright (skips where it is not installed); one per module, so that Playwright's
+    event loop is gone before tests that run their own (asyncio.run)."""
     if not CHROMIUM or not os.path.exists(CHROMIUM):
         pytest.skip("Chromium is not installed (scripts/test.sh installs it; or set CHROMIUM to its path)")
     from playwright.sync_api import sync_playwright
