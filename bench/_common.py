@@ -204,3 +204,37 @@ def group_bytes(tensors: dict[str, int], groups: dict[str, int]) -> dict:
     out["full"] = full + lm_head
     out["measured"] = sum(tensors.values())
     return out
+
+
+def quiet_libraries() -> None:
+    """Offline, and only errors from transformers, bitsandbytes and diffusers (no progress bars) in the tables' way."""
+    import logging
+
+    import transformers
+
+    from qwen_image.loader import quiet_progress_bars
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    for name in ("bitsandbytes", "diffusers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def save_bf16(build, folder: Path) -> None:
+    """``build()`` (a random-weight module, seeded) materialized in bf16 directly (no float32 copy), then
+    ``save_pretrained(folder)`` and freed."""
+    import gc
+
+    import torch
+
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = build()
+    finally:
+        torch.set_default_dtype(previous)
+    model.save_pretrained(folder)
+    del model
+    gc.collect()

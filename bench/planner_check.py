@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import GiB, folder_tensors, group_bytes, machine_info, machine_line, markdown_table, write_results
+from _common import (
+    GiB,
+    folder_tensors,
+    group_bytes,
+    machine_info,
+    machine_line,
+    markdown_table,
+    quiet_libraries,
+    write_results,
+)
 
 NAME = "planner_check"
 FAMILIES = ("qwen-image-2.1", "qwen-image")
@@ -231,16 +239,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=2, help="transformer blocks materialized")
     parser.add_argument("--text-layers", type=int, default=2, help="text decoder layers materialized")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import logging
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from qwen_image.loader import quiet_progress_bars
-
-    quiet_progress_bars()
+    quiet_libraries()
     info = machine_info()
     counts = count_rows()
     rows = [] if args.quick else measure(args)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ from _common import (
     machine_info,
     machine_line,
     markdown_table,
+    quiet_libraries,
     read_results,
+    save_bf16,
     write_results,
 )
 
@@ -93,20 +94,10 @@ def full_groups(family: str) -> dict[str, int]:
 
 def build_and_save(family: str, overrides: dict, folder: Path) -> None:
     """A random-weight bf16 encoder of the real widths, written with save_pretrained."""
-    import torch
-
     from qwen_image.architectures import build_module, load_architecture
 
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # materialize in bf16 directly (no float32 copy)
-    try:
-        model = build_module(load_architecture(family)["text_encoder"], device="cpu", overrides=overrides)
-    finally:
-        torch.set_default_dtype(previous)
-    model.save_pretrained(folder)
-    del model
-    gc.collect()
+    arch = load_architecture(family)["text_encoder"]
+    save_bf16(lambda: build_module(arch, device="cpu", overrides=overrides), folder)
 
 
 def quant_config(precision: str):
@@ -373,18 +364,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.layers, args.prompts, args.precisions = 1, 3, "bf16,int8"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import logging
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-    from qwen_image.loader import quiet_progress_bars
+    quiet_libraries()
     from qwen_image.tiny import build_tokenizer
 
-    quiet_progress_bars()
     name = NAME + ("_quick" if args.quick else "")
     info = machine_info()
     tokenizer = build_tokenizer()

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import GiB, machine_info, machine_line, markdown_table, write_results
+from _common import GiB, machine_info, machine_line, markdown_table, quiet_libraries, save_bf16, write_results
 
 NAME = "text_encoder_vision"
 ENCODERS = {"qwen-image-2.1": "Qwen3-VL-8B", "qwen-image": "Qwen2.5-VL-7B"}
@@ -83,8 +82,6 @@ def processor_for(family: str, tokenizer):
 
 
 def build_and_save(family: str, tokenizer, vision_blocks: int | None, folder: Path) -> None:
-    import torch
-
     from qwen_image import tiny
     from qwen_image.architectures import build_module, load_architecture
 
@@ -98,16 +95,7 @@ def build_and_save(family: str, tokenizer, vision_blocks: int | None, folder: Pa
             overrides["vision_config"]["deepstack_visual_indexes"] = [0, vision_blocks // 2, vision_blocks - 1]
         else:
             overrides["vision_config"]["fullatt_block_indexes"] = [vision_blocks - 1]
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = build_module(arch, device="cpu", overrides=overrides)
-    finally:
-        torch.set_default_dtype(previous)
-    model.save_pretrained(folder)
-    del model
-    gc.collect()
+    save_bf16(lambda: build_module(arch, device="cpu", overrides=overrides), folder)
 
 
 def quant_config(variant: str):
@@ -320,18 +308,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.vision_blocks, args.inputs = 4, 1
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import logging
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-    from qwen_image.loader import quiet_progress_bars
+    quiet_libraries()
     from qwen_image.tiny import build_tokenizer
 
-    quiet_progress_bars()
     info = machine_info()
     tokenizer = build_tokenizer()
     rows = []

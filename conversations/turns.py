@@ -216,9 +216,7 @@ class TurnService:
             conversation_id = None
         created = conversation_id is None
         if created:
-            conversation_id = self.store.create_conversation(owner)
-            if conversation_id is None:
-                raise ValidationError("This session is not valid any more; reload the page.")
+            conversation_id = self._new_conversation(owner)
         try:
             ids = [i.id or self._keep(owner, conversation_id, i.image) for i in inputs]
             text = label if label is not None else request.prompt
@@ -230,6 +228,12 @@ class TurnService:
                 with suppress(StorageError):  # the fault that stopped the turn may stop this too; its message stands
                     self.store.delete_conversation(owner, conversation_id)
             raise
+
+    def _new_conversation(self, owner: str) -> str:
+        conversation_id = self.store.create_conversation(owner)
+        if conversation_id is None:
+            raise ValidationError("This session is not valid any more; reload the page.")
+        return conversation_id
 
     def _keep(self, owner: str, conversation_id: str, image) -> str:
         record = self.store.add_input_image(owner, conversation_id, image)
@@ -276,9 +280,7 @@ class TurnService:
         self.backend.resolve(replace(request, images=tuple(i.image for i in inputs)))  # the message as written is valid
         created = conv_id is None
         if created:
-            conv_id = self.store.create_conversation(owner)
-            if conv_id is None:
-                raise ValidationError("This session is not valid any more; reload the page.")
+            conv_id = self._new_conversation(owner)
 
         def start(on_text, cancel) -> JobSnapshot:
             try:

@@ -71,6 +71,7 @@ def test_the_toggle_is_remembered_and_a_message_is_enhanced_then_drawn(page, bro
     assert block.is_visible() and not text.is_visible()  # collapsed: one click away
     block.locator(".title").click()
     text.wait_for()
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")  # fully open
     page.locator("#qic-chat .qic-user").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "chat-enhanced.png"))
     assert " ".join(text.inner_text().split()) == " ".join(turn.settings["prompt"].split())

@@ -17,7 +17,7 @@ from .chat import page_and_api
 from .context import PRIVATE, TOAST_S, AppContext, user_error
 from .i18n import Tr, lang_of, t
 from .media import file_name
-from .progress import stopper
+from .progress import results_gallery, stopper
 from .settings import Panel
 
 MARK_COLOR = "#ff2a2a"
@@ -88,16 +88,7 @@ def layout(ctx: AppContext) -> EditTab:
             panel = Panel(spec, ctx.backend.capabilities, first_ratio=MATCH)
             panel.components["ratio"].choices = shape_choices(spec)
         with gr.Column(scale=1, min_width=320):
-            gallery = gr.Gallery(
-                label=t("edit.results"),
-                columns=2,
-                height=300,
-                object_fit="contain",
-                format="png",
-                buttons=["download", "fullscreen"],
-                allow_preview=False,
-                elem_id="qic-edit-results",
-            )
+            gallery = results_gallery(t("edit.results"), 300, "qic-edit-results")
             compare = gr.ImageSlider(
                 label=t("edit.compare"),
                 type="pil",

@@ -13,7 +13,7 @@ from . import enhance as enhance_ui
 from .chat import page_and_api
 from .context import QUICK, AppContext
 from .i18n import Tr, lang_of, t
-from .progress import stopper
+from .progress import results_gallery, stopper
 from .settings import CUSTOM, Panel
 
 
@@ -43,16 +43,7 @@ def layout(ctx: AppContext) -> GenerateTab:
             with gr.Row():
                 run = gr.Button(t("generate.run"), variant="primary", elem_id="qic-gen-run", size="md")
                 stop = gr.Button(t("common.stop"), variant="stop", scale=0, min_width=90, size="md")
-            gallery = gr.Gallery(
-                label=t("generate.results"),
-                columns=2,
-                height=460,
-                object_fit="contain",
-                format="png",
-                buttons=["download", "fullscreen"],
-                allow_preview=False,
-                elem_id="qic-gen-results",
-            )
+            gallery = results_gallery(t("generate.results"), 460, "qic-gen-results")
             info = gr.Markdown("", elem_id="qic-gen-info")
             to_edit = gr.Button(t("generate.to_edit"), size="sm")
         with gr.Column(scale=2, min_width=280):

@@ -63,6 +63,20 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     yield files, f"{line} · {notes}" if notes else line, owner
 
 
+def results_gallery(label, height: int, elem_id: str) -> gr.Gallery:
+    """The Generate and Edit tabs' results: whole images (never cropped), two a row, downloadable PNGs."""
+    return gr.Gallery(
+        label=label,
+        columns=2,
+        height=height,
+        object_fit="contain",
+        format="png",
+        buttons=["download", "fullscreen"],
+        allow_preview=False,
+        elem_id=elem_id,
+    )
+
+
 def stopper(ctx: AppContext):
     """A Stop handler: the caller's jobs (with a conversation id as second input: that conversation's only)."""
 
