@@ -512,6 +512,12 @@ def test_chinese_browser_gets_a_chinese_page(browser, app):
         assert results(page).last.get_attribute("alt") == "一只在雪地里的红狐狸"
         page.locator("#qic-convs h3.qic-group", has_text="今天").wait_for()
         page.screenshot(path=str(ARTIFACTS / "chat-chinese.png"))
+        # a mistake found below the UI (the model's token limit, English for the API) is a Chinese toast
+        long_prompt = "一只在雪地里的红狐狸，" * 400
+        send(page, long_prompt)
+        toast(page, "上限为 1000 个")
+        assert box(page).input_value() == long_prompt and results(page).count() == 1
+        no_error_panels(page)
     finally:
         page.context.close()
 

@@ -10,6 +10,8 @@ was (``toasts``); the API's endpoints (``ui/chat_api.py``) raise instead.
 from __future__ import annotations
 
 import functools
+import html
+import inspect
 from dataclasses import dataclass
 
 import gradio as gr
@@ -131,17 +133,36 @@ class Page:
     session: str | None = None  # the Gradio session (its essentials are remembered: ui/sessions.py)
 
 
+def warn(exc: Exception, tr: Tr) -> None:
+    """A user's mistake as a warning toast, in the page's language (a gr.Error's message is HTML already; one that
+    came from below the UI, e.g. through ``user_error``, is English and translated here)."""
+    if isinstance(exc, gr.Error):
+        plain = html.unescape(str(exc.message))
+        said = tr.message(plain)
+        gr.Warning(exc.message if said == plain else render.escape_html(said), duration=WARN_S)
+    else:
+        gr.Warning(render.escape_html(tr.message(str(exc))), duration=WARN_S)
+
+
+def _tr_of(fn, args, kwargs) -> Tr:
+    """The page's language for a wrapped handler: from its ``request`` argument (Gradio passes it by position)."""
+    try:
+        request = inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("request")
+    except TypeError:
+        request = None
+    return Tr(lang_of(request))
+
+
 def toasts(fn):
-    """For page events: a user's mistake (gr.Error, ValidationError) becomes a warning toast and nothing changes."""
+    """For page events: a user's mistake (gr.Error, ValidationError) becomes a warning toast, in the page's language,
+    and nothing changes."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error as exc:
-            gr.Warning(exc.message, duration=WARN_S)
-        except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
+        except (gr.Error, ValidationError) as exc:
+            warn(exc, _tr_of(fn, args, kwargs))
         return gr.skip()
 
     return run
@@ -154,10 +175,8 @@ def toasts_each(fn):
     def run(*args, **kwargs):
         try:
             yield from fn(*args, **kwargs)
-        except gr.Error as exc:
-            gr.Warning(exc.message, duration=WARN_S)
-        except ValidationError as exc:
-            gr.Warning(render.escape_html(str(exc)), duration=WARN_S)
+        except (gr.Error, ValidationError) as exc:
+            warn(exc, _tr_of(fn, args, kwargs))
 
     return run
 
@@ -339,7 +358,7 @@ class ChatHandlers:
             r = rewrites.get(page.owner, rewrite_id) if rewrite_id not in {w.id for w in writing} else None
             if r is not None and r.state in (FAILED, STOPPED):
                 if r.state == FAILED:
-                    gr.Warning(render.escape_html(r.error), duration=WARN_S)
+                    gr.Warning(render.escape_html(page.tr.message(r.error)), duration=WARN_S)
                 back = r
             elif r is not None and r.job_id and r.job_id not in {s.id for s in active}:  # its job ended unseen
                 snap = self.ctx.jobs.get(page.owner, r.job_id)

@@ -95,7 +95,7 @@ def enhance_only(ctx: AppContext, tab, page, message, redo, settings: dict):
         yield box(text)
         raise user_error(exc) from None
     if not result.changed:  # one line says why; the box keeps what it had
-        gr.Warning(render.escape_html(result.note or tr("enhance.unchanged")), duration=WARN_S)
+        gr.Warning(render.escape_html(tr.message(result.note) or tr("enhance.unchanged")), duration=WARN_S)
         yield box(text)
         return
     redo = {"kind": "only", "original": original, "ratio": result.ratio, "follow": result.follow}

@@ -134,7 +134,7 @@ def enhance_only(ctx: AppContext, owner_state, request, tr: Tr, turn_request, in
         return
     except Exception as exc:
         raise user_error(exc) from None
-    lines = [result.note] if result.note else []
+    lines = [tr.message(result.note)] if result.note else []
     if result.ratio:
         lines.append(tr("enhance.ratio", ratio=result.ratio))
     if result.follow:

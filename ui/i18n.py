@@ -2,7 +2,9 @@
 
 Static text (labels, placeholders, buttons) goes through ``gr.I18n``: the browser picks the language from its own
 settings. Text the server writes (conversation bubbles, the composer, the sidebar, toasts) is translated here with the
-language the browser asks for in its ``Accept-Language`` header, so both agree.
+language the browser asks for in its ``Accept-Language`` header, so both agree. Messages that come from below the UI
+(validation, storage, the job queue, the image servers, the prompt enhancer) are English there, for the API and the
+CLI; ``message`` shows them in the page's language (``ui/errors.py``, sections ``messages`` and ``terms``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from .errors import Translator
+
 STRINGS = Path(__file__).with_name("strings.toml")
 DEFAULT = "en"
 CHINESE = "zh-CN"
 # the locales gr.I18n offers: the browser's language as Gradio reads it (navigator.language) must find ours
 BROWSER_LOCALES = {"en": DEFAULT, "zh-CN": CHINESE, "zh": CHINESE, "zh-Hans": CHINESE, "zh-SG": CHINESE}
+MESSAGES = ("messages.", "terms.")  # the sections that translate messages from below the UI (never shown as such)
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, str]:
@@ -42,7 +47,8 @@ def catalog() -> dict[str, dict[str, str]]:
 def i18n() -> gr.I18n:
     """The translations for ``launch(i18n=...)``."""
     cat = catalog()
-    return gr.I18n(**{locale: cat[lang] for locale, lang in BROWSER_LOCALES.items()})
+    shown = {lang: {k: v for k, v in table.items() if not k.startswith(MESSAGES)} for lang, table in cat.items()}
+    return gr.I18n(**{locale: shown[lang] for locale, lang in BROWSER_LOCALES.items()})
 
 
 _I18N = None
@@ -81,6 +87,23 @@ def tr(lang: str, key: str, **values) -> str:
     return text.format(**values) if values else text
 
 
+@cache
+def translator(lang: str) -> Translator | None:
+    """English messages into ``lang`` (None for English)."""
+    if lang == DEFAULT:
+        return None
+    cat = catalog()
+    english, other = cat[DEFAULT], cat.get(lang, {})
+    pairs = [(text, other.get(key, text)) for key, text in english.items() if key.startswith(MESSAGES)]
+    return Translator(pairs, (english["common.list_sep"], other.get("common.list_sep", english["common.list_sep"])))
+
+
+def message(lang: str, text):
+    """A message from below the UI (English) in ``lang``: as far as strings.toml knows it; anything else as it is."""
+    said = translator(lang)
+    return text if said is None else said(text)
+
+
 class Tr:
     """``tr`` bound to one language: ``Tr(lang)("key", n=3)``."""
 
@@ -89,3 +112,7 @@ class Tr:
 
     def __call__(self, key: str, **values) -> str:
         return tr(self.lang, key, **values)
+
+    def message(self, text):
+        """A message from below the UI (validation, storage, a job's failure or notes) in this language."""
+        return message(self.lang, text)

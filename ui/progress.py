@@ -28,15 +28,16 @@ def outcome(snap: JobSnapshot, tr: Tr | None = None) -> str:
     """The status line for a finished job; its notes are also shown as a toast, a failure as a warning."""
     tr = tr or Tr(DEFAULT)
     if snap.state == "done":
-        notes = " ".join(render.escape_html(n) for n in snap.notes)
+        notes = " ".join(render.escape_html(tr.message(n)) for n in snap.notes)
         if notes:
             gr.Info(notes, duration=TOAST_S)
         return notes
     if snap.state == "cancelled":
         return tr("turn.stopped")
+    error = tr.message(snap.error or "the job failed")
     if snap.state == "failed":
-        gr.Warning(render.escape_html(snap.error or "the job failed"))
-    return "⚠️ " + render.escape_md(snap.error)
+        gr.Warning(render.escape_html(error))
+    return "⚠️ " + render.escape_md(error)
 
 
 def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.Request | None = None):
@@ -45,7 +46,7 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     tr = Tr(lang_of(request))
     last = snap
     for last in follow(ctx, owner, snap):
-        notes = " · ".join(render.escape_md(n) for n in last.notes)  # e.g. why the prompt was not enhanced
+        notes = " · ".join(render.escape_md(tr.message(n)) for n in last.notes)  # e.g. why it was not enhanced
         yield gr.skip(), render.progress_text(last, tr) + (f" · {notes}" if notes else ""), owner
     turn = ctx.store.get_turn(owner, last.turn_id)
     if last.state != "done" or turn is None:

@@ -139,7 +139,8 @@ def result_message(turn, number: int, links: Links, tr: Tr, live=None) -> dict:
     if turn.status == "running":
         return {"role": "assistant", "content": pending_html(turn, number, live, tr)}
     if turn.status != "done" or not turn.outputs:
-        why = tr("turn.stopped") if turn.status == "cancelled" else tr("turn.failed", error=turn.error or "?")
+        error = tr.message(turn.error or "?")  # stored in English (the API's words); shown in the page's language
+        why = tr("turn.stopped") if turn.status == "cancelled" else tr("turn.failed", error=error)
         retry = _button("regenerate", turn.id, "↻ " + tr("turn.try_again"))
         bar = f'<div class="qic-bar" role="toolbar">{_versions(turn, tr)}{retry}</div>'
         return {
@@ -205,7 +206,7 @@ def pending_html(turn, number: int, live, tr: Tr) -> str:
     value = f'value="{shown[0]:g}" max="{shown[1]:g}"' if shown is not None else 'max="1"'  # no value: indeterminate
     meter = f'<progress {value} title="{escape_html(text)}"></progress>'
     stop = _button("stop", turn.id, "■ " + tr("turn.stop"), tr("turn.stop_title"), "qic-stop")
-    notes = " ".join(getattr(live, "notes", None) or ())  # e.g. why the prompt was not enhanced
+    notes = " ".join(tr.message(n) for n in getattr(live, "notes", None) or ())  # e.g. why it was not enhanced
     note = f'<div class="qic-note">{escape_html(notes)}</div>' if notes else ""
     return (
         f'<div class="qic-result qic-pending" role="status">{picture}'
