@@ -8,13 +8,11 @@ import threading
 import time
 
 import pytest
-from test_turns import OWNER, SPEC, StandIn
+from test_turns import OWNER, SPEC, running_service
 
-from conversations.jobs import JobManager
 from conversations.rewrites import FAILED, STARTED, STOPPED, Rewrites
 from conversations.settings import TurnSettings
-from conversations.store import Store
-from conversations.turns import BUSY_HERE, TurnService
+from conversations.turns import BUSY_HERE
 from qwen_image.enhance import Enhancer
 from qwen_image.generation import ValidationError
 
@@ -44,13 +42,7 @@ class Slow(Enhancer):
 
 @pytest.fixture
 def service(tmp_path):
-    store = Store(tmp_path)
-    store.ensure_owner(OWNER)
-    backend = StandIn()
-    jobs = JobManager(backend, store)
-    yield TurnService(backend, store, jobs, enhancer=Slow())
-    jobs.shutdown()
-    store.close()
+    yield from running_service(tmp_path, Slow())
 
 
 def ended(service, rewrite, timeout=10.0):

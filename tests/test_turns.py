@@ -51,15 +51,20 @@ class StandIn:
         return estimated_seconds(self.spec, request)
 
 
-@pytest.fixture
-def service(tmp_path):
-    store = Store(tmp_path)
+def running_service(folder, enhancer=None):
+    """A TurnService over a stand-in backend and a store in ``folder`` (a generator: closed after the test)."""
+    store = Store(folder)
     store.ensure_owner(OWNER)
     backend = StandIn()
     jobs = JobManager(backend, store)
-    yield TurnService(backend, store, jobs)
+    yield TurnService(backend, store, jobs, enhancer=enhancer)
     jobs.shutdown()
     store.close()
+
+
+@pytest.fixture
+def service(tmp_path):
+    yield from running_service(tmp_path)
 
 
 def finish(service, snap):
