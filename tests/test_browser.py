@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -462,7 +463,8 @@ def test_generate_and_edit_tabs(desk, app):
     assert inside(page, shown, DESK), shown.bounding_box()  # the result at the top of the view
     assert page.evaluate("(el) => getComputedStyle(el).objectFit", shown.element_handle()) == "contain"
     # the one control for the shape has a custom size; there is no second one
-    assert page.locator("#qic-tab-generate input[type=checkbox]", has_text="Custom").count() == 0
+    custom = page.locator("#qic-tab-generate").get_by_role("checkbox", name=re.compile("custom", re.I))
+    assert custom.filter(visible=True).count() == 0
     page.locator("#qic-tab-generate button", has_text="Send the selected result").click()
     toast(page, "<image1>")
     page.locator("button[role=tab][aria-selected=true]", has_text="Edit").wait_for()

@@ -203,12 +203,13 @@ def test_a_server_failing_mid_request_is_marked_down_and_the_request_retried_onc
     assert any(p.phase == "retrying" and p.message == "a:8000" for p in progress)
     assert "a:8000 (down" in pool.status.message
 
-    # both down: a clear error naming both, nothing made
+    # both down: a clear error naming the one tried (a is still marked down), nothing made
     fakes["b"].up = False
     pool.servers[1].mark("up")
     with pytest.raises(BackendError, match="b:8000 failed") as err:
         pool.generate(req(SPEC21))
-    assert "No other image server" in str(err.value) or "a:8000" in str(err.value)
+    assert str(err.value).startswith("Image server b:8000 failed (")
+    assert str(err.value).endswith("). No other image server is available.")
     # and a new request is refused before anything is stored
     with pytest.raises(Unavailable, match="No image server can take this request"):
         pool.resolve(GenerationRequest(prompt="again"))

@@ -165,14 +165,15 @@ def test_enhanced_prompts_rewrites_under_way_and_the_redo_chip():
 
 
 def test_shape_and_resolution_labels_say_what_they_do():
-    from ui.settings import auto_label, tier_choices
+    from ui.settings import TIER_WORDS, auto_label, tier_choices
 
     spec = load_registry().get("qwen-image-2.1")
     assert auto_label(False, Tr()) == "Auto (1:1)" and auto_label(True, Tr()) == "Auto (keep shape)"
     assert auto_label(True, Tr("zh-CN")) == "自动（保持形状）"
     labels = [(str(label), value) for label, value in tier_choices(spec)]
     assert [v for _, v in labels] == ["1K", "1.5K", "2K"]  # the values the API takes stay
-    assert not any(name in label for label, _ in labels for name in ("1K", "1.5K", "2K"))  # plain words
+    words = [Tr(lang)(TIER_WORDS[v]) for _, v in labels for lang in ("en", "zh-CN")]
+    assert words[:2] == ["Standard", "标准"] and not any(n in w for w in words for n in ("1K", "1.5K", "2K"))
     assert labels[0][0].endswith(" · 1024 px") and "settings.tier_standard" in labels[0][0]
 
 
