@@ -304,11 +304,12 @@ class TurnService:
         self, owner: str, conversation_id: str | None, attachments: Sequence[TurnImage] = (), branch: str | None = None
     ) -> tuple[str | None, list[TurnImage]]:
         """(the conversation's id or None, the images a chat message would edit, in order): the edit target's image
-        (``target``), then the attachments. Also what "enhance only" shows the enhancer."""
+        (``edit_target``), then the attachments. Also what "enhance only" shows the enhancer."""
         conv = self.store.get_conversation(owner, conversation_id) if conversation_id else None
-        if branch and self.store.get_image(owner, branch) is None:
+        chosen = self.store.get_image(owner, branch) if branch else None
+        if branch and chosen is None:
             raise ValidationError("The image chosen to edit is no longer available; choose another one.")
-        target = self.target(owner, conv.id if conv else None, branch, len(attachments))
+        target = edit_target(conv, chosen, len(attachments))
         base = self.stored(owner, [target.base.id]) if target.base is not None else []
         return (conv.id if conv else None), [*base, *attachments]
 

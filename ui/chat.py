@@ -18,7 +18,7 @@ import gradio as gr
 
 from conversations.rewrites import FAILED, STOPPED
 from conversations.settings import AUTO, TurnSettings
-from conversations.turns import STILL_RUNNING
+from conversations.turns import STILL_RUNNING, edit_target
 from qwen_image.generation import ValidationError
 from qwen_image.metadata import read_settings
 
@@ -236,14 +236,15 @@ class ChatHandlers:
         conv = ctx.store.get_conversation(page.owner, conv_id) if conv_id else None
         if conv is None:
             conv_id, branch = None, None
-        if branch and ctx.store.get_image(page.owner, branch) is None:
+        chosen = ctx.store.get_image(page.owner, branch) if branch else None
+        if chosen is None:
             branch = None
         active = ctx.jobs.active(page.owner)
         live = {s.turn_id: s for s in active if s.conversation_id == conv_id}
         rewrites = ctx.turns.rewrites.active(page.owner)
         here = [r for r in rewrites if r.conversation_id == conv_id]  # messages whose prompt is being rewritten
         links = self.links()
-        target = ctx.turns.target(page.owner, conv_id, branch, 0)
+        target = edit_target(conv, chosen, 0)
         busy = bool(live) or bool(here)
         page.conv, page.branch = conv_id, branch
         ctx.sessions.remember(page.session, conv=conv_id, branch=branch)

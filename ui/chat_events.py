@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from conversations.settings import TurnSettings
-from conversations.turns import Enhance
+from conversations.turns import Enhance, edit_target
 
 from . import render
 from .bridge import bridge, composer_helper
@@ -256,7 +256,8 @@ def api(w: Wiring) -> gr.Number:
     def result(pg: Page, conv_id, branch) -> tuple:
         conv = ctx.store.get_conversation(pg.owner, conv_id) if conv_id else None
         messages = render.conversation_messages(conv, chat.links(), pg.tr)
-        target = ctx.turns.target(pg.owner, conv.id if conv else None, branch, 0)
+        chosen = ctx.store.get_image(pg.owner, branch) if branch else None
+        target = edit_target(conv, chosen, 0)
         line, newest = "", None
         if conv is not None and conv.turns:
             last = conv.turns[-1]
