@@ -121,6 +121,11 @@ class Rewrites:
             event.set()
         return len(events)
 
+    def owns(self, cancel: threading.Event) -> bool:
+        """Whether ``cancel`` is the stop of a rewrite under way here (``stop`` reaches it)."""
+        with self._lock:
+            return any(event is cancel for event in self._cancel.values())
+
     def _update(self, rewrite_id: str, **changes) -> None:
         with self._lock:
             r = self._items.get(rewrite_id)

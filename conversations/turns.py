@@ -137,7 +137,10 @@ class TurnService:
 
     @contextmanager
     def _registered(self, owner: str | None, cancel: threading.Event):
-        if owner is None:
+        """``cancel`` reachable by ``stop_enhancing(owner)`` while the rewrite runs, unless it is a chat message's
+        rewrite: that one is stopped through ``rewrites``, by its conversation or its bubble, never by a Stop
+        elsewhere."""
+        if owner is None or self.rewrites.owns(cancel):
             yield
             return
         with self._enhancing_lock:

@@ -90,6 +90,19 @@ def test_stop_before_the_turn_leaves_no_conversation_and_keeps_the_words(service
     assert service.store.list_conversations(OWNER) == []
 
 
+def test_a_stop_elsewhere_leaves_a_chat_rewrite_running(service):
+    """Stop in the Generate tab, or in another conversation's box (stop_enhancing), does not reach a chat message's
+    rewrite: only its own conversation's Stop or its bubble's does."""
+    service.enhancer.gate = threading.Event()
+    rewrite = service.chat_rewritten(OWNER, None, request("a quiet lake"))
+    deadline = time.monotonic() + 10
+    while service.rewrites.get(OWNER, rewrite.id).text != "A" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.stop_enhancing(OWNER) == 0
+    service.enhancer.gate.set()
+    assert ended(service, rewrite).state == STARTED
+
+
 def test_a_message_refused_after_its_rewrite_keeps_its_words_and_an_existing_conversation(service):
     first = service.chat(OWNER, None, request())
     *_, _ = service.jobs.watch(OWNER, first.id)

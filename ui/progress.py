@@ -85,6 +85,7 @@ def stopper(ctx: AppContext):
         tr = Tr(lang_of(request))
         conversation_id = conversation_id if isinstance(conversation_id, str) and conversation_id else None
         count = ctx.jobs.cancel(owner, conversation_id=conversation_id) + ctx.turns.stop_enhancing(owner)
+        count += ctx.turns.rewrites.stop(owner, conversation_id=conversation_id) if conversation_id else 0
         return tr("toast.stopping") if count else tr("toast.nothing_running")
 
     return stop
