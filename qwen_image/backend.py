@@ -112,10 +112,14 @@ class Backend(Protocol):
         """Expected run time of a request, for time slots and progress estimates."""
 
 
+def work_units(r: ResolvedRequest) -> float:
+    """Megapixel-steps of a request, CFG passes counted (what denoising time scales with)."""
+    return r.steps * (r.width * r.height / 1e6) * r.num_images * (2 if r.uses_cfg else 1)
+
+
 def estimated_seconds(spec: ModelSpec, r: ResolvedRequest) -> float:
     """Denoising time from the model's measured speed: steps x megapixels x images x CFG passes."""
-    passes = 2 if r.uses_cfg else 1
-    return r.steps * (r.width * r.height / 1e6) * r.num_images * passes * spec.seconds_per_megapixel_step
+    return work_units(r) * spec.seconds_per_megapixel_step
 
 
 def safe_progress(on_progress: Callable[[Progress], None] | None) -> Callable[[Progress], None]:

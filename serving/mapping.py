@@ -55,10 +55,6 @@ class ServerKind:
     settings: frozenset  # the GenerationRequest settings it honours
     seeds_in_batch: bool  # n images in one request get seeds seed, seed+1, ... (else: one request per image)
 
-    @property
-    def transparent(self) -> bool:
-        return "transparent" in self.settings
-
 
 OURS = ServerKind(OWNED_BY, "Qwen Image Chat", REQUEST_SETTINGS, seeds_in_batch=True)
 VLLM = ServerKind("vllm-omni", "vLLM-Omni", COMMON_SETTINGS, seeds_in_batch=False)

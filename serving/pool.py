@@ -27,7 +27,9 @@ from qwen_image.backend import (
     Cancelled,
     Capabilities,
     Progress,
+    estimated_seconds,
     safe_progress,
+    work_units,
 )
 from qwen_image.generation import GenerationRequest, GenerationResult, ResolvedRequest, ValidationError, resolve
 from qwen_image.images import settle_alpha
@@ -51,11 +53,6 @@ class Unavailable(ValidationError):
 
 class _NoServer(Exception):
     pass
-
-
-def work_units(r: ResolvedRequest) -> float:
-    """Megapixel-steps of a request, CFG passes counted (what a server's time scales with)."""
-    return r.steps * (r.width * r.height / 1e6) * r.num_images * (2 if r.uses_cfg else 1)
 
 
 class RemotePool:
@@ -284,7 +281,7 @@ class RemotePool:
         units = work_units(request)
         with self._cond:
             rates = [s.estimate(units, self.spec) for s in self.servers if s.up]
-        return min(rates) if rates else units * self.spec.seconds_per_megapixel_step
+        return min(rates) if rates else estimated_seconds(self.spec, request)
 
     def generate(
         self,

@@ -8,8 +8,7 @@ and try another one).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from qwen_image.generation import ResolvedRequest
@@ -50,7 +49,6 @@ class RemoteServer:
     served: int = 0
     last_assigned: float = 0.0
     seconds_per_unit: float | None = None  # measured seconds per megapixel-step (moving average)
-    checked_at: float = field(default=0.0)
 
     def __post_init__(self):
         self.url = self.url.rstrip("/")
@@ -138,7 +136,7 @@ class RemoteServer:
         return units * (self.seconds_per_unit or spec.seconds_per_megapixel_step)
 
     def mark(self, state: str, error: str = "") -> None:
-        self.state, self.error, self.checked_at = state, error, time.monotonic()
+        self.state, self.error = state, error
 
 
 def _transport_error(exc) -> str:
