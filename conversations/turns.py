@@ -296,11 +296,15 @@ class TurnService:
 
         return self.rewrites.begin(owner, conv_id, request.prompt, start, len(attachments))
 
+    def busy(self, owner: str, conversation_id: str | None) -> bool:
+        """An image or a rewrite is under way in this conversation."""
+        return bool(conversation_id) and bool(
+            self.jobs.active(owner, conversation_id) or self.rewrites.active(owner, conversation_id)
+        )
+
     def _idle(self, owner: str, conversation_id: str | None) -> None:
         """Refuse a message to a conversation with an image (or a rewrite) under way."""
-        if conversation_id and (
-            self.jobs.active(owner, conversation_id) or self.rewrites.active(owner, conversation_id)
-        ):
+        if self.busy(owner, conversation_id):
             raise ValidationError(BUSY_HERE)
 
     def chat_inputs(

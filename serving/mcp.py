@@ -10,14 +10,13 @@ owner); the same API key guards them (``Authorization: Bearer KEY``).
 
 import base64
 import contextlib
-import hmac
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from qwen_image.generation import GenerationRequest, ValidationError
 
-from .service import API_OWNER, ImageService
+from .service import API_OWNER, ImageService, bearer_token, key_matches
 
 MOUNT = "/mcp"
 
@@ -182,8 +181,8 @@ class KeyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.key is not None:
             headers = dict(scope.get("headers") or [])
-            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key.encode()):
+            token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+            if not key_matches(token, self.key):
                 from starlette.responses import JSONResponse
 
                 body = {"error": {"message": "Missing or wrong API key.", "type": "invalid_request_error"}}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import io
 import logging
 import time
@@ -28,7 +27,7 @@ from qwen_image.generation import GenerationRequest, ValidationError
 from qwen_image.images import MAX_FILE_BYTES, ImageInputError, open_image
 
 from .mapping import OWNED_BY
-from .service import ImageService
+from .service import ImageService, bearer_token, key_matches
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +264,10 @@ def api_routes(service: ImageService, backend: Backend, key: str | None, max_bod
     def check_key(request: Request) -> None:
         if key is None:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is None:
             raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer KEY'.", None, "missing_api_key")
-        if not hmac.compare_digest(token.strip().encode(), key.encode()):
+        if not key_matches(token, key):
             raise ApiError(401, "Incorrect API key provided.", None, "invalid_api_key")
 
     def check_size(request: Request) -> None:

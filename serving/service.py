@@ -9,6 +9,7 @@ one trusted client, often another copy of this app serving many users); the queu
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Sequence
 
@@ -18,6 +19,17 @@ from conversations.turns import TurnImage, TurnService
 from qwen_image.generation import GenerationRequest
 
 API_OWNER = "api"
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header; None when there is none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def key_matches(token: str | None, key: str) -> bool:
+    """Whether a request's bearer token is the API key (compared in constant time)."""
+    return token is not None and hmac.compare_digest(token.encode(), key.encode())
 
 
 class ImageService:

@@ -312,3 +312,14 @@ def test_the_enhance_controls_show_only_with_an_enhancer():
         assert tab.enhance.visible is shown and tab.enhance_only.visible is shown
         assert tab.enhance.value is False  # off by default
         assert controls.rewrite.visible is shown  # the Generate tab's (its row, with the toggle, likewise)
+
+
+def test_user_error_escapes_what_came_from_below_and_keeps_a_gr_error():
+    import gradio as gr
+
+    from qwen_image.generation import ValidationError
+    from ui.context import user_error
+
+    already = gr.Error("a &lt;b&gt; message")
+    assert user_error(already) is already  # written for the page already: not escaped twice
+    assert user_error(ValidationError("<b> is not a size.")).message == "&lt;b&gt; is not a size."

@@ -374,14 +374,8 @@ class ChatHandlers:
             out[self.tab.msg] = {**out[self.tab.msg], "value": {"text": back.prompt, "files": []}}
         return out
 
-    def busy(self, page: Page, conv_id: str | None) -> bool:
-        """An image or a rewrite is under way in this conversation."""
-        return bool(conv_id) and bool(
-            self.ctx.jobs.active(page.owner, conv_id) or self.ctx.turns.rewrites.active(page.owner, conv_id)
-        )
-
     def undo(self, page: Page) -> dict:
-        if self.busy(page, page.conv):
+        if self.ctx.turns.busy(page.owner, page.conv):
             raise gr.Error(page.tr("error.undo_running"))
         if not page.conv or not self.ctx.store.delete_last_turn(page.owner, page.conv):
             raise gr.Error(page.tr("error.nothing_to_undo"))

@@ -169,7 +169,7 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
                 raise gr.Error(page.tr("side.bad_title"))
             return chat.view(page)
         if action == "delete":
-            if chat.busy(page, value):
+            if ctx.turns.busy(page.owner, value):
                 raise gr.Error(page.tr("side.delete_running"))
             if not ctx.store.delete_conversation(page.owner, value):
                 raise gr.Error(page.tr("side.no_such"))
@@ -188,8 +188,6 @@ def wire(ctx: AppContext, tab: ChatTab, side: SidebarTab, owner: gr.State, tz: g
         page = w.page((o, c, b, q, p, z, wt), request)
         try:
             conv_id = handlers.import_zip(page.owner, file, page.tr)
-        except gr.Error:
-            raise
         except Exception as exc:
             raise user_error(exc) from None
         gr.Info(page.tr("toast.imported"), duration=TOAST_S)
@@ -282,8 +280,6 @@ def api(w: Wiring) -> gr.Number:
         """Start a turn, show it (the session's open conversation is its conversation from now on), then its end."""
         try:
             snap = start()
-        except gr.Error:
-            raise
         except Exception as exc:
             raise user_error(exc) from None
         yield result(pg, snap.conversation_id, None)
@@ -321,8 +317,6 @@ def api(w: Wiring) -> gr.Number:
             pg = page(o, c, b, request)
             try:
                 conv_id, branch = fn(pg, number)
-            except gr.Error:
-                raise
             except Exception as exc:
                 raise user_error(exc) from None
             return result(pg, conv_id, branch)
@@ -404,8 +398,6 @@ def api(w: Wiring) -> gr.Number:
         pg = page(o, c, b, request)
         try:
             conv_id = SidebarHandlers(ctx).import_zip(pg.owner, file, pg.tr)
-        except gr.Error:
-            raise
         except Exception as exc:
             raise user_error(exc) from None
         return result(pg, conv_id, None)

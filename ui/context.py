@@ -78,7 +78,9 @@ def _username(request: gr.Request | None) -> str | None:
 
 
 def user_error(exc: Exception) -> gr.Error:
-    """A readable, HTML-escaped error for the browser; the server keeps serving."""
+    """A readable, HTML-escaped error for the browser (a gr.Error is one already); the server keeps serving."""
+    if isinstance(exc, gr.Error):
+        return exc
     if isinstance(exc, StorageError):  # not the request's fault: what happened to the data folder, what to do
         return gr.Error(html.escape(str(exc)), title="Could not save")
     if isinstance(exc, ValidationError):
