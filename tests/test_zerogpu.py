@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -64,3 +68,17 @@ def test_chat_runs_inside_spaces_gpu_on_zerogpu(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(calls) == 3  # one GPU slot per job, each with its own duration
     assert all(30 <= call["seconds"] <= 300 for call in calls)
+
+
+def test_the_openai_api_is_refused_on_zerogpu_with_a_reason(tmp_path):
+    """Requests from outside the page cannot get a ZeroGPU slot: the app says so at start instead of queueing them
+    forever."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "spaces.py").write_text(FAKE_SPACES)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SPACES_ZERO_GPU": "1", "PYTHONPATH": str(fake)}
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    args = [sys.executable, str(app), "--data-dir", str(tmp_path / "data"), "--port", "0", "--openai-api"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "--openai-api and --mcp are not available on ZeroGPU" in done.stderr

@@ -136,6 +136,11 @@ def api_app_kwargs(args, ctx, key: str | None) -> dict:
     """Routes (and the MCP lifespan) for Gradio's FastAPI app: the OpenAI Images API and the MCP tools, when asked."""
     if not (args.openai_api or args.mcp):
         return {}
+    if ctx.jobs.runs_in_watcher:  # their jobs would wait forever: only a page's event gets a ZeroGPU slot
+        raise SystemExit(
+            "--openai-api and --mcp are not available on ZeroGPU: their requests come from outside the page, where no "
+            "ZeroGPU slot can be had. Run them on a Space with a dedicated GPU or on your own machine."
+        )
     from serving.service import ImageService
 
     service = ImageService(ctx.turns, ctx.jobs, ctx.store)
