@@ -16,13 +16,9 @@ import json
 from pathlib import Path
 
 
-def _component_files(source: str, subfolder: str) -> list[Path]:
-    """The safetensors files of ``source/subfolder`` (a local folder, or a Hub id resolved like from_pretrained)."""
-    root = Path(source) / subfolder
-    if not root.is_dir():
-        from huggingface_hub import snapshot_download
-
-        root = Path(snapshot_download(source, allow_patterns=[f"{subfolder}/*"])) / subfolder
+def _component_files(folder: str, subfolder: str) -> list[Path]:
+    """The safetensors files of ``folder/subfolder`` (a checkpoint on disk)."""
+    root = Path(folder) / subfolder
     index = root / "diffusion_pytorch_model.safetensors.index.json"
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -54,7 +50,8 @@ def lora_deltas(pipeline_cls, lora: dict) -> dict:
 
 
 def load_fp8_transformer(model_cls, source: str, compute_dtype, lora: dict | None = None, pipeline_cls=None):
-    """``model_cls`` from ``source/transformer`` in fp8 layerwise casting, the LoRA (if any) fused at its scale."""
+    """``model_cls`` from ``source/transformer`` (a checkpoint folder: ``loader.local_snapshot`` resolves a Hub id) in
+    fp8 layerwise casting, the LoRA (if any) fused at its scale."""
     import torch
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device

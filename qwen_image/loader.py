@@ -267,7 +267,8 @@ def _streamed_fp8(family: str, source: str, profile: Profile, lora: dict | None)
 
     model_cls, pipe_cls = (getattr(diffusers, name) for name in TRANSFORMER_CLASSES[family])
     with _LOAD_LOCK:
-        return load_fp8_transformer(model_cls, source, torch_dtype(profile.dtype), lora, pipe_cls)
+        folder = local_snapshot(source, "transformer")
+        return load_fp8_transformer(model_cls, folder, torch_dtype(profile.dtype), lora, pipe_cls)
 
 
 def build_edit_pipeline(gen, spec: ModelSpec, edit_source: str, profile: Profile, options: LoadOptions):
