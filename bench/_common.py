@@ -30,23 +30,15 @@ def _cpu_model() -> str:
 
 
 def _ram_gib() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return 0.0
+    from qwen_image.hardware import system_memory  # psutil, lowered to a container's cgroup limit, as the app reads it
+
+    return round(system_memory()[0], 1)
 
 
 def available_ram_gib() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable"):
-                return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 0.0
+    from qwen_image.hardware import system_memory
+
+    return system_memory()[1]
 
 
 def _git_commit() -> str:
