@@ -183,12 +183,12 @@ def toasts_each(fn):
 
 def page_and_api(button, fn, inputs: list, outputs: list, api_name: str, then: dict | None = None, **events) -> None:
     """A generator handler wired twice: to the page's ``button`` (private; a mistake is a toast) and to a hidden button
-    for the named API endpoint ``api_name`` (a mistake is an error for the caller). ``then``: an event after either."""
+    for the named API endpoint ``api_name`` (a mistake is an error for the caller). ``then``: an event after the page's
+    (e.g. the conversation list: an API caller has no page to show it)."""
     page = button.click(toasts_each(fn), inputs, outputs, api_name=f"page_{api_name}", **events, **PRIVATE)
-    api = gr.Button(api_name, visible=False).click(fn, inputs, outputs, api_name=api_name, **events)
+    gr.Button(api_name, visible=False).click(fn, inputs, outputs, api_name=api_name, **events)
     if then is not None:
         page.then(**then)
-        api.then(**then)
 
 
 class ChatHandlers:
