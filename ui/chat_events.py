@@ -15,7 +15,7 @@ from .bridge import bridge, composer_helper
 from .chat import ChatHandlers, ChatTab, Page, toasts, toasts_each
 from .context import PRIVATE, TOAST_S, AppContext, user_error
 from .i18n import Tr, lang_of
-from .progress import follow, outcome, stopper
+from .progress import outcome, stopper
 from .sidebar import SidebarHandlers, SidebarTab, list_html
 
 QUIET = {"show_progress": "hidden"}  # one progress only: inside the pending bubble
@@ -211,7 +211,7 @@ def _drive(ctx: AppContext):
 def _run_in_page(ctx: AppContext, owner: str, job_id: str) -> None:
     snap = ctx.jobs.get(owner, job_id)
     if snap is not None and not snap.finished:
-        for _ in follow(ctx, owner, snap):
+        for _ in ctx.jobs.watch(owner, snap.id):
             pass
 
 
@@ -283,7 +283,7 @@ def api(w: Wiring) -> gr.Number:
         except Exception as exc:
             raise user_error(exc) from None
         yield result(pg, snap.conversation_id, None)
-        *_, last = [snap, *follow(ctx, pg.owner, snap)]
+        *_, last = [snap, *ctx.jobs.watch(pg.owner, snap.id)]
         outcome(last, pg.tr)
         messages, line, *rest = result(pg, snap.conversation_id, None)
         if last.state == "done" and last.notes:  # e.g. a remote server failed and another one made it

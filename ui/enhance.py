@@ -81,7 +81,7 @@ def start_turn(ctx: AppContext, owner_state, request, start: Callable, enhance, 
         return
     try:
         for text, snap in streamed(lambda on_text, cancel: start(owner, Enhance(on_text=on_text, cancel=cancel))):
-            yield owner, (text if text is not None else gr.skip()), None if snap is None else snap
+            yield owner, (text if text is not None else gr.skip()), snap
     except Cancelled:
         yield owner, gr.skip(), None
     except Exception as exc:

@@ -19,11 +19,6 @@ from .media import file_name
 T = TypeVar("T")
 
 
-def follow(ctx: AppContext, owner: str, snap: JobSnapshot) -> Iterator[JobSnapshot]:
-    """The job's snapshots until it ends (the last one is final)."""
-    yield from ctx.jobs.watch(owner, snap.id)
-
-
 def outcome(snap: JobSnapshot, tr: Tr | None = None) -> str:
     """The status line for a finished job; its notes are also shown as a toast, a failure as a warning."""
     tr = tr or Tr(DEFAULT)
@@ -45,7 +40,7 @@ def gallery_results(ctx: AppContext, owner: str, snap: JobSnapshot, request: gr.
     gets the full-resolution PNGs of a finished turn, (path, caption) pairs named after the prompt and seed."""
     tr = Tr(lang_of(request))
     last = snap
-    for last in follow(ctx, owner, snap):
+    for last in ctx.jobs.watch(owner, snap.id):
         notes = " · ".join(render.escape_md(tr.message(n)) for n in last.notes)  # e.g. why it was not enhanced
         yield gr.skip(), render.progress_text(last, tr) + (f" · {notes}" if notes else ""), owner
     turn = ctx.store.get_turn(owner, last.turn_id)
