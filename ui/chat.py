@@ -432,10 +432,12 @@ class ChatHandlers:
 
 
 def _signature(conv_id, branch, active, rewrites=()) -> str:
-    """What the drawn view depends on while jobs and rewrites run (a change redraws it)."""
+    """What the drawn view depends on while jobs and rewrites run (a change redraws it): the open conversation's
+    progress; of the others only which run (their spinners in the list), so their steps do not redraw this one."""
     parts = [str(conv_id), str(branch)]
     for s in active:
         p = s.progress
-        parts.append(f"{s.id}:{s.conversation_id}:{s.state}:{s.position}:{p.phase if p else ''}:{p.step if p else 0}")
-    parts.extend(f"{r.id}:{r.conversation_id}:{len(r.text)}" for r in rewrites)
+        shown = f":{s.position}:{p.phase if p else ''}:{p.step if p else 0}" if s.conversation_id == conv_id else ""
+        parts.append(f"{s.id}:{s.conversation_id}:{s.state}{shown}")
+    parts.extend(f"{r.id}:{r.conversation_id}:{len(r.text) if r.conversation_id == conv_id else ''}" for r in rewrites)
     return "|".join(parts)
