@@ -113,9 +113,11 @@ def tools(service: ImageService, export: Callable, outbox: Path | None = None) -
         last = service.wait(snap)
         if last.state != "done":
             raise gr.Error(f"The image could not be made: {last.error or last.state}")
-        record = service.outputs(last)[0]
         turn = service.store.get_turn(API_OWNER, last.turn_id)
-        return FileData(path=export(record)), _summary(record, turn.settings if turn else {})
+        if turn is None or not turn.outputs:
+            raise gr.Error("The image could not be made: its result is gone.")
+        record = turn.outputs[0]
+        return FileData(path=export(record)), _summary(record, turn.settings)
 
     def generate_image(
         prompt: str,
